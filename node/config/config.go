@@ -1,0 +1,229 @@
+package config
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/samsyn/samsyn/schemas"
+)
+
+// FileName is the conventional name of a node's configuration file.
+const FileName = "node.yaml"
+
+// Config is a node's configuration. Relative paths are relative to the file's folder.
+type Config struct {
+	// Association is the id of the coordination association this node belongs to.
+	Association string `yaml:"association"`
+	// Store is the DuckDB file holding the association's participants.
+	Store string `yaml:"store"`
+	// SecretFile holds the node secret (64 hex characters, mode 0600). The secret keys the
+	// participant-key hash and the cell-key method's record keys; it never leaves the node.
+	SecretFile string `yaml:"secret_file"`
+
+	dir  string
+	path string
+}
+
+// Path is the file the configuration was loaded from.
+func (c *Config) Path() string { return c.path }
+
+// StorePath is the absolute path of the store.
+func (c *Config) StorePath() string { return c.abs(c.Store) }
+
+// SecretPath is the absolute path of the secret file.
+func (c *Config) SecretPath() string { return c.abs(c.SecretFile) }
+
+func (c *Config) abs(p string) string {
+	if filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(c.dir, p)
+}
+
+// Error is a configuration problem with its place in the file.
+type Error struct {
+	File  string
+	Line  int    // 0 when the problem has no single line
+	Field string // field path, e.g. "store"
+	Msg   string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d", e.Line)
+	}
+	b.WriteString(": ")
+	if e.Field != "" {
+		b.WriteString(e.Field + ": ")
+	}
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): (.*)$`)
+
+// Load reads, strictly decodes and validates a node configuration.
+func Load(path string) (*Config, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read node config: %w", err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	c := &Config{Store: "store.duckdb", SecretFile: "secret", dir: filepath.Dir(abs), path: path}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		return nil, yamlError(path, err)
+	}
+	if len(doc.Content) == 0 {
+		return nil, &Error{File: path, Msg: "file is empty: expected at least association"}
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		return nil, yamlError(path, err)
+	}
+	if err := c.Validate(lines(&doc)); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// yamlError turns yaml.v3's messages ("line 3: field x not found in type config.Config")
+// into file:line errors. Only the first problem is reported.
+func yamlError(path string, err error) error {
+	msgs := []string{err.Error()}
+	var te *yaml.TypeError
+	if errors.As(err, &te) && len(te.Errors) > 0 {
+		msgs = te.Errors
+	}
+	m := yamlLine.FindStringSubmatch(msgs[0])
+	if m == nil {
+		return &Error{File: path, Msg: msgs[0]}
+	}
+	n, _ := strconv.Atoi(m[1])
+	msg := strings.Replace(m[2], " in type config.Config", "", 1)
+	return &Error{File: path, Line: n, Msg: msg}
+}
+
+// lines maps top-level keys to their line numbers for validation errors.
+func lines(doc *yaml.Node) map[string]int {
+	out := map[string]int{}
+	if len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return out
+	}
+	m := doc.Content[0]
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		out[m.Content[i].Value] = m.Content[i].Line
+	}
+	return out
+}
+
+// Validate checks the values; lines gives the line of each key (may be nil).
+func (c *Config) Validate(lines map[string]int) error {
+	fail := func(field, msg string) error {
+		return &Error{File: c.path, Line: lines[field], Field: field, Msg: msg}
+	}
+	assoc, _ := schemas.V1().CodeList("association")
+	switch {
+	case c.Association == "":
+		return fail("association", "missing: expected one of "+strings.Join(assoc.Values(), ", "))
+	case !assoc.Contains(c.Association):
+		return fail("association", fmt.Sprintf("unknown association %q: expected one of %s", c.Association, strings.Join(assoc.Values(), ", ")))
+	case c.Store == "":
+		return fail("store", "empty: expected the path of the DuckDB file")
+	case c.SecretFile == "":
+		return fail("secret_file", "empty: expected the path of the node secret")
+	}
+	return nil
+}
+
+// SecretLen is the length of the node secret in bytes.
+const SecretLen = 32
+
+// ReadSecret reads the node secret, refusing a file that group or others can access.
+func (c *Config) ReadSecret() ([]byte, error) {
+	return ReadSecret(c.SecretPath())
+}
+
+// ReadSecret reads a node secret file: 64 hex characters, mode 0600 or stricter.
+func ReadSecret(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("read node secret: %w", err)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("node secret %s has mode %04o: expected 0600 (run: chmod 600 %s)", path, perm, path)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read node secret: %w", err)
+	}
+	secret, err := hex.DecodeString(strings.TrimSpace(string(raw)))
+	if err != nil || len(secret) != SecretLen {
+		return nil, fmt.Errorf("node secret %s: expected %d hex characters", path, 2*SecretLen)
+	}
+	return secret, nil
+}
+
+// Scaffold creates a new node in dir: node.yaml and a fresh random secret (0600). It refuses
+// an unknown association, and a folder that already holds a node.yaml or a secret. The
+// store itself is created by the caller (store.Open) so that this package stays free of DuckDB.
+func Scaffold(dir, association string) (*Config, error) {
+	assoc, _ := schemas.V1().CodeList("association")
+	if !assoc.Contains(association) {
+		return nil, fmt.Errorf("unknown association %q: expected one of %s", association, strings.Join(assoc.Values(), ", "))
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("create node folder: %w", err)
+	}
+	cfgPath := filepath.Join(dir, FileName)
+	secretPath := filepath.Join(dir, "secret")
+	for _, p := range []string{cfgPath, secretPath} {
+		if _, err := os.Stat(p); err == nil {
+			return nil, fmt.Errorf("%s already exists: refusing to overwrite an existing node", p)
+		}
+	}
+	secret := make([]byte, SecretLen)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, fmt.Errorf("generate node secret: %w", err)
+	}
+	if err := os.WriteFile(secretPath, []byte(hex.EncodeToString(secret)+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("write node secret: %w", err)
+	}
+	body := fmt.Sprintf(`# Samsyn node for %s. Paths are relative to this file.
+association: %s
+# The association's participants (DuckDB). Back it up; it holds no personal identity numbers.
+store: store.duckdb
+# Node secret (mode 0600). It keys participant keys and the cell-key method: keep it, back it
+# up separately from the store, and never share it.
+secret_file: secret
+`, assoc.Codes[indexOf(assoc.Values(), association)].SV, association)
+	if err := os.WriteFile(cfgPath, []byte(body), 0o640); err != nil {
+		return nil, fmt.Errorf("write node config: %w", err)
+	}
+	return Load(cfgPath)
+}
+
+func indexOf(list []string, v string) int {
+	for i, s := range list {
+		if s == v {
+			return i
+		}
+	}
+	return -1
+}

@@ -1,0 +1,184 @@
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"database/sql/driver"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/marcboeker/go-duckdb"
+
+	"github.com/samsyn/samsyn/schemas"
+)
+
+// Settings applied to every DuckDB connection Samsyn opens: no extension is ever downloaded
+// or loaded behind our back.
+var Settings = []string{
+	"SET autoinstall_known_extensions = false",
+	"SET autoload_known_extensions = false",
+}
+
+// OpenDB opens a DuckDB database (path "" for in-memory) with Settings and extra statements
+// run on every new connection.
+func OpenDB(path string, extra ...string) (*sql.DB, error) {
+	init := append(append([]string{}, Settings...), extra...)
+	connector, err := duckdb.NewConnector(path, func(execer driver.ExecerContext) error {
+		for _, stmt := range init {
+			if _, err := execer.ExecContext(context.Background(), stmt, nil); err != nil {
+				return fmt.Errorf("%s: %w", stmt, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return sql.OpenDB(connector), nil
+}
+
+// Store is an open node store.
+type Store struct {
+	db   *sql.DB
+	path string
+}
+
+// Open opens (creating if needed) the store at path and migrates it to the current schema.
+func Open(ctx context.Context, path string) (*Store, error) {
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("create store folder: %w", err)
+		}
+	}
+	db, err := OpenDB(path)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	if _, err := schemas.Migrate(ctx, db); err != nil {
+		return nil, errors.Join(fmt.Errorf("open store %s: %w", path, err), db.Close())
+	}
+	if _, err := db.ExecContext(ctx, importLogDDL); err != nil {
+		return nil, errors.Join(fmt.Errorf("open store %s: create import log: %w", path, err), db.Close())
+	}
+	return &Store{db: db, path: path}, nil
+}
+
+// Close closes the store.
+func (s *Store) Close() error { return s.db.Close() }
+
+// DB is the store's database handle, for the node's own packages.
+func (s *Store) DB() *sql.DB { return s.db }
+
+// Path is the store's file.
+func (s *Store) Path() string { return s.path }
+
+const importLogDDL = `CREATE TABLE IF NOT EXISTS samsyn_import (
+  seq            INTEGER NOT NULL,
+  table_name     VARCHAR NOT NULL,
+  files          VARCHAR NOT NULL,   -- file base names, newline-separated
+  file_sha256    VARCHAR NOT NULL,   -- hex digests in the same order, newline-separated
+  rows_read      BIGINT  NOT NULL,
+  rows_changed   BIGINT  NOT NULL,
+  schema_version INTEGER NOT NULL,
+  imported_at    TIMESTAMP NOT NULL,
+  snapshot_id    VARCHAR NOT NULL
+)`
+
+// ImportRecord is one entry of the import log.
+type ImportRecord struct {
+	Seq           int
+	Table         string
+	Files         []string
+	FileSHA256    []string
+	RowsRead      int64
+	RowsChanged   int64
+	SchemaVersion int
+	ImportedAt    time.Time
+	SnapshotID    string
+}
+
+// NextSnapshot derives the snapshot id that follows prev when rec is applied. It depends only
+// on the history of imported content, so two nodes that imported the same files in the same
+// order share a snapshot id.
+func NextSnapshot(prev string, rec ImportRecord) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "samsyn-snapshot-v1\n%s\n%s\n%d\n", prev, rec.Table, rec.SchemaVersion)
+	for _, d := range rec.FileSHA256 {
+		fmt.Fprintf(h, "%s\n", d)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:20]
+}
+
+// Tx is the part of a transaction the import log needs.
+type Tx interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// AppendImport adds rec to the import log inside tx, filling Seq and SnapshotID.
+func AppendImport(ctx context.Context, tx Tx, rec *ImportRecord) error {
+	var prev sql.NullString
+	var seq sql.NullInt64
+	err := tx.QueryRowContext(ctx, `SELECT seq, snapshot_id FROM samsyn_import ORDER BY seq DESC LIMIT 1`).Scan(&seq, &prev)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("read import log: %w", err)
+	}
+	rec.Seq = int(seq.Int64) + 1
+	rec.SnapshotID = NextSnapshot(prev.String, *rec)
+	_, err = tx.ExecContext(ctx, `INSERT INTO samsyn_import VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		rec.Seq, rec.Table, strings.Join(rec.Files, "\n"), strings.Join(rec.FileSHA256, "\n"),
+		rec.RowsRead, rec.RowsChanged, rec.SchemaVersion, rec.ImportedAt.UTC(), rec.SnapshotID)
+	if err != nil {
+		return fmt.Errorf("append import log: %w", err)
+	}
+	return nil
+}
+
+// Imports lists the import log, oldest first.
+func (s *Store) Imports(ctx context.Context) ([]ImportRecord, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, table_name, files, file_sha256, rows_read, rows_changed, schema_version, imported_at, snapshot_id FROM samsyn_import ORDER BY seq`)
+	if err != nil {
+		return nil, fmt.Errorf("read import log: %w", err)
+	}
+	defer rows.Close()
+	var out []ImportRecord
+	for rows.Next() {
+		var r ImportRecord
+		var files, digests string
+		if err := rows.Scan(&r.Seq, &r.Table, &files, &digests, &r.RowsRead, &r.RowsChanged, &r.SchemaVersion, &r.ImportedAt, &r.SnapshotID); err != nil {
+			return nil, fmt.Errorf("read import log: %w", err)
+		}
+		r.Files, r.FileSHA256 = strings.Split(files, "\n"), strings.Split(digests, "\n")
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// Snapshot is the node's data snapshot id: the latest import's, or "empty" before any.
+func (s *Store) Snapshot(ctx context.Context) (string, error) {
+	var id string
+	err := s.db.QueryRowContext(ctx, `SELECT snapshot_id FROM samsyn_import ORDER BY seq DESC LIMIT 1`).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "empty", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read snapshot: %w", err)
+	}
+	return id, nil
+}
+
+// Count returns the number of rows in a schema table.
+func (s *Store) Count(ctx context.Context, table string) (int64, error) {
+	if _, ok := schemas.V1().Table(table); !ok {
+		return 0, fmt.Errorf("unknown table %q", table)
+	}
+	var n int64
+	err := s.db.QueryRowContext(ctx, "SELECT count(*) FROM "+table).Scan(&n)
+	return n, err
+}
