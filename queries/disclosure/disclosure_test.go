@@ -221,8 +221,8 @@ func TestNoReleasedCountIsBetweenOneAndFour(t *testing.T) {
 			if !c.suppressed && c.n == 0 {
 				t.Fatalf("cell %s released a non-structural zero", g)
 			}
-			if true := len(groups[g]); true < 5 && !c.suppressed {
-				t.Fatalf("cell %s of %d participants released as %d", g, true, c.n)
+			if truth := len(groups[g]); truth < 5 && !c.suppressed {
+				t.Fatalf("cell %s of %d participants released as %d", g, truth, c.n)
 			}
 		}
 		if !got["l"].suppressed || !got["x"].suppressed {
