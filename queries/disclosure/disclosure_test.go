@@ -208,7 +208,7 @@ func TestNoReleasedCountIsBetweenOneAndFour(t *testing.T) {
 			}
 			groups[name] = keys(r, 5+r.IntN(40))
 		}
-		groups["x"] = keys(r, 1+r.IntN(4)) // a small cell outside the domain
+		groups[Other] = keys(r, 1+r.IntN(4)) // a small cell of values outside the domain
 		spec := Spec{Dimensions: []Dimension{{Name: "g", Domain: domain}}}
 		got, _, err := protectMap(t, aggregate(t, groups, nil), spec, pol)
 		if err != nil {
@@ -225,8 +225,8 @@ func TestNoReleasedCountIsBetweenOneAndFour(t *testing.T) {
 				t.Fatalf("cell %s of %d participants released as %d", g, truth, c.n)
 			}
 		}
-		if !got["l"].suppressed || !got["x"].suppressed {
-			t.Fatalf("the empty cell and the 1–4 cell must be suppressed: %+v %+v", got["l"], got["x"])
+		if !got["l"].suppressed || !got[Other].suppressed {
+			t.Fatalf("the empty cell and the 1–4 cell must be suppressed: %+v %+v", got["l"], got[Other])
 		}
 	}
 }
@@ -367,5 +367,14 @@ func TestRecordKeysDependOnTheSecret(t *testing.T) {
 	}
 	if k1 == RecordKey([]byte("secret-two"), "abc") || k1 == RecordKey([]byte("secret-one"), "abd") {
 		t.Fatal("record key ignores its inputs")
+	}
+}
+
+func TestValuesOutsideTheDomainAreNeverReleased(t *testing.T) {
+	r := rand.New(rand.NewPCG(17, 18))
+	groups := map[string][]uint32{"a": keys(r, 20), "3f9a0c1d2e": keys(r, 1)}
+	spec := Spec{Dimensions: []Dimension{{Name: "g", Domain: []string{"a", "b"}}}}
+	if _, _, err := protectMap(t, aggregate(t, groups, nil), spec, Defaults()); err == nil {
+		t.Fatal("a dimension value outside the code list was released")
 	}
 }

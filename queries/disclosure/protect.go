@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/apache/arrow/go/v17/arrow"
@@ -16,6 +17,11 @@ import (
 
 // Total is the dimension value of a margin: the cell over all values of that dimension.
 const Total = "_total"
+
+// Other is the dimension value of every row whose value is outside the dimension's code
+// list (or missing). A node's aggregate maps such values to it, so no free text, date or
+// identifier can ever become a released label.
+const Other = "_other"
 
 // Column names of the aggregate a node computes and Protect consumes. A measure m adds
 // m+SuffixSum, m+SuffixCount (contributors), m+SuffixAbs (sum of |contribution|) and
@@ -336,6 +342,11 @@ func buildFrame(spec Spec, observed []cell) ([]cell, error) {
 	}
 	byKey := make(map[string]int, len(observed))
 	for i, c := range observed {
+		for d, v := range c.dims {
+			if v != Total && v != Other && len(spec.Dimensions[d].Domain) > 0 && !slices.Contains(spec.Dimensions[d].Domain, v) {
+				return nil, fmt.Errorf("protect: dimension %s has a value outside its code list: refusing to release it", spec.Dimensions[d].Name)
+			}
+		}
 		k := strings.Join(c.dims, "\x00")
 		if _, dup := byKey[k]; dup {
 			return nil, fmt.Errorf("protect: the aggregate has the cell %q twice", strings.Join(c.dims, ", "))

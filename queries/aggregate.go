@@ -1,0 +1,181 @@
+package queries
+
+import (
+	"database/sql"
+	"database/sql/driver"
+	"fmt"
+	"strings"
+
+	"github.com/marcboeker/go-duckdb"
+
+	"github.com/samsyn/samsyn/queries/disclosure"
+	"github.com/samsyn/samsyn/schemas"
+)
+
+// RecordKeyFunc is the SQL function through which a node's aggregate gets each
+// participant's record key. Only the node registers it, with its own secret.
+const RecordKeyFunc = "samsyn_record_key"
+
+// RegisterRecordKey registers RecordKeyFunc on conn for secret.
+func RegisterRecordKey(conn *sql.Conn, secret []byte) error {
+	return duckdb.RegisterScalarUDF(conn, RecordKeyFunc, recordKeyUDF{secret: append([]byte(nil), secret...)})
+}
+
+type recordKeyUDF struct{ secret []byte }
+
+func (u recordKeyUDF) Config() duckdb.ScalarFuncConfig {
+	in, _ := duckdb.NewTypeInfo(duckdb.TYPE_VARCHAR)
+	out, _ := duckdb.NewTypeInfo(duckdb.TYPE_BIGINT)
+	return duckdb.ScalarFuncConfig{InputTypeInfos: []duckdb.TypeInfo{in}, ResultTypeInfo: out}
+}
+
+func (u recordKeyUDF) Executor() duckdb.ScalarFuncExecutor {
+	return duckdb.ScalarFuncExecutor{RowExecutor: func(v []driver.Value) (any, error) {
+		key, _ := v[0].(string)
+		return int64(disclosure.RecordKey(u.secret, key)), nil
+	}}
+}
+
+func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+func quoteLit(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+// dimExpr maps the view's column to the dimension's code, and anything outside its code
+// list (including NULL) to disclosure.Other, so no free value can become a released label.
+func (d Dimension) dimExpr() string {
+	cl, _ := schemas.V1().CodeList(d.CodeList)
+	if d.From != "" {
+		return "coalesce(" + cl.BandSQL("v."+quoteIdent(d.From)) + ", " + quoteLit(disclosure.Other) + ")"
+	}
+	vals := cl.Values()
+	q := make([]string, len(vals))
+	for i, v := range vals {
+		q[i] = quoteLit(v)
+	}
+	col := "CAST(v." + quoteIdent(d.Name) + " AS VARCHAR)"
+	return "coalesce(CASE WHEN " + col + " IN (" + strings.Join(q, ", ") + ") THEN " + col + " END, " + quoteLit(disclosure.Other) + ")"
+}
+
+// groupingSets lists the sets of dimensions to aggregate: all of them, and with totals every
+// subset down to the grand total.
+func (e *Entry) groupingSets() [][]int {
+	n := len(e.Dimensions)
+	if !e.Totals {
+		all := make([]int, n)
+		for i := range all {
+			all[i] = i
+		}
+		return [][]int{all}
+	}
+	var sets [][]int
+	for mask := (1 << n) - 1; mask >= 0; mask-- {
+		var set []int
+		for i := 0; i < n; i++ {
+			if mask&(1<<i) != 0 {
+				set = append(set, i)
+			}
+		}
+		sets = append(sets, set)
+	}
+	return sets
+}
+
+// AggregateSQL is the only statement a node runs for the entry: the view, reduced to one row
+// per participant and cell, then aggregated per grouping set into the columns
+// disclosure.Protect consumes (dimensions with NULL for a margin, n, cell_key, and per measure
+// its sum, absolute sum, count and two largest contributions). Parameters bind by name.
+func (e *Entry) AggregateSQL() (string, error) {
+	var b strings.Builder
+	b.WriteString("WITH v AS MATERIALIZED (\n")
+	b.WriteString(NormalizeView(e.View))
+	b.WriteString("\n),\nc AS MATERIALIZED (\n  SELECT CAST(v.participant_key AS VARCHAR) AS participant_key")
+	for i, d := range e.Dimensions {
+		fmt.Fprintf(&b, ",\n    %s AS d%d", d.dimExpr(), i)
+	}
+	for i, m := range e.Measures {
+		fmt.Fprintf(&b, ",\n    CAST(v.%s AS DOUBLE) AS m%d", quoteIdent(m.Name), i)
+	}
+	b.WriteString("\n  FROM v\n),\nk AS MATERIALIZED (\n  SELECT participant_key, " + RecordKeyFunc + "(participant_key) AS rk FROM (SELECT DISTINCT participant_key FROM c)\n)\n")
+	sets := e.groupingSets()
+	for si, set := range sets {
+		if si > 0 {
+			b.WriteString("UNION ALL\n")
+		}
+		in := map[int]bool{}
+		for _, i := range set {
+			in[i] = true
+		}
+		var outer, inner []string
+		for i, d := range e.Dimensions {
+			if in[i] {
+				outer = append(outer, fmt.Sprintf("d%d AS %s", i, quoteIdent(d.Name)))
+				inner = append(inner, fmt.Sprintf("d%d", i))
+			} else {
+				outer = append(outer, fmt.Sprintf("CAST(NULL AS VARCHAR) AS %s", quoteIdent(d.Name)))
+			}
+		}
+		outer = append(outer, "count(*) AS "+disclosure.ColN,
+			"CAST(sum(rk) % 4294967296 AS BIGINT) AS "+disclosure.ColCellKey)
+		innerSel := append([]string{"c.participant_key"}, inner...)
+		for i, m := range e.Measures {
+			mc := fmt.Sprintf("m%d", i)
+			innerSel = append(innerSel, fmt.Sprintf("avg(%s) AS %s", mc, mc))
+			outer = append(outer,
+				fmt.Sprintf("coalesce(sum(%s), 0) AS %s", mc, quoteIdent(m.Name+disclosure.SuffixSum)),
+				fmt.Sprintf("coalesce(sum(abs(%s)), 0) AS %s", mc, quoteIdent(m.Name+disclosure.SuffixAbs)),
+				fmt.Sprintf("count(%s) AS %s", mc, quoteIdent(m.Name+disclosure.SuffixCount)),
+				fmt.Sprintf("coalesce(max(abs(%s), 2)[1], 0) AS %s", mc, quoteIdent(m.Name+disclosure.SuffixTop1)),
+				fmt.Sprintf("coalesce(max(abs(%s), 2)[2], 0) AS %s", mc, quoteIdent(m.Name+disclosure.SuffixTop2)))
+		}
+		group := append([]string{"c.participant_key"}, inner...)
+		fmt.Fprintf(&b, "SELECT %s\nFROM (SELECT %s FROM c GROUP BY %s) p JOIN k USING (participant_key)\n",
+			strings.Join(outer, ", "), strings.Join(innerSel, ", "), strings.Join(group, ", "))
+		if len(inner) > 0 {
+			fmt.Fprintf(&b, "GROUP BY %s\n", strings.Join(inner, ", "))
+		}
+	}
+	return b.String(), nil
+}
+
+// Spec is the disclosure spec of the entry's table as released by a node of association,
+// or by the whole federation when association is "". Structural zeros are the combinations
+// the code lists rule out: a municipality, city district or association outside the scope.
+func (e *Entry) Spec(association string) disclosure.Spec {
+	spec := disclosure.Spec{Totals: e.Totals}
+	for _, d := range e.Dimensions {
+		spec.Dimensions = append(spec.Dimensions, disclosure.Dimension{Name: d.Name, Domain: d.Domain()})
+	}
+	for _, m := range e.Measures {
+		spec.Measures = append(spec.Measures, disclosure.Measure{Name: m.Name, Agg: m.Agg})
+	}
+	mun, _ := schemas.V1().CodeList("municipality")
+	lists := map[string]string{}
+	for _, d := range e.Dimensions {
+		lists[d.Name] = d.CodeList
+	}
+	spec.Structural = func(cell map[string]string) bool {
+		for name, v := range cell {
+			if v == disclosure.Total || v == disclosure.Other {
+				continue
+			}
+			switch lists[name] {
+			case "municipality":
+				m, _ := mun.Lookup(v)
+				owner := m.Attrs["association"]
+				if owner == "" || (association != "" && owner != association) {
+					return true
+				}
+			case "association":
+				if association != "" && v != association {
+					return true
+				}
+			case "city_district":
+				if association != "" && association != "stockholm" {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	return spec
+}
