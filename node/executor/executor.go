@@ -1,0 +1,266 @@
+package executor
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/apache/arrow/go/v17/arrow/memory"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/samsyn/samsyn/node/store"
+	"github.com/samsyn/samsyn/queries"
+	"github.com/samsyn/samsyn/queries/disclosure"
+)
+
+// Options configure an Executor.
+type Options struct {
+	Association string
+	Secret      []byte // the node secret: keys the record keys
+	Policy      disclosure.Policy
+	Timeout     time.Duration // statement deadline; 30 s when zero
+	Conns       int           // connections in the pool; 2 when zero
+	MemoryLimit string        // DuckDB memory_limit, e.g. "256MB"; DuckDB's default when empty
+	Allocator   memory.Allocator
+	Logger      *slog.Logger
+	Registerer  prometheus.Registerer
+}
+
+// Executor runs catalog queries against one store.
+type Executor struct {
+	opts    Options
+	store   *store.Store
+	conns   chan *sql.Conn
+	logger  *slog.Logger
+	seconds *prometheus.HistogramVec
+}
+
+// ErrTimeout is returned when a query runs past its deadline.
+var ErrTimeout = errors.New("query ran past its deadline")
+
+// New prepares a pool of connections on the store with the record-key function, locks the
+// database against file access, and applies the memory cap.
+func New(ctx context.Context, st *store.Store, opts Options) (*Executor, error) {
+	if len(opts.Secret) == 0 {
+		return nil, errors.New("executor: no node secret")
+	}
+	pol, err := opts.Policy.Prepared()
+	if err != nil {
+		return nil, fmt.Errorf("executor: %w", err)
+	}
+	opts.Policy = pol
+	if opts.Timeout <= 0 {
+		opts.Timeout = 30 * time.Second
+	}
+	if opts.Conns <= 0 {
+		opts.Conns = 2
+	}
+	if opts.Allocator == nil {
+		opts.Allocator = memory.DefaultAllocator
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Registerer == nil {
+		opts.Registerer = prometheus.NewRegistry()
+	}
+	x := &Executor{opts: opts, store: st, conns: make(chan *sql.Conn, opts.Conns), logger: opts.Logger.With("component", "executor")}
+	x.seconds = promauto.With(opts.Registerer).NewHistogramVec(prometheus.HistogramOpts{
+		Name: "samsyn_node_query_duration_seconds", Help: "Time to run and protect a catalog query, by result.",
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+	}, []string{"result"})
+	db := st.DB()
+	// No catalog query may read a file; DuckDB does not let this be undone while open.
+	setup := []string{"SET enable_external_access = false"}
+	if opts.MemoryLimit != "" {
+		setup = append(setup, fmt.Sprintf("SET memory_limit = '%s'", sanitizeSize(opts.MemoryLimit)))
+	}
+	for _, stmt := range setup {
+		if _, err := db.ExecContext(ctx, stmt); err != nil {
+			return nil, fmt.Errorf("executor: %s: %w", stmt, err)
+		}
+	}
+	for i := 0; i < opts.Conns; i++ {
+		c, err := db.Conn(ctx)
+		if err != nil {
+			x.Close()
+			return nil, fmt.Errorf("executor: open connection: %w", err)
+		}
+		// The function lands in the database's catalog, visible to every connection.
+		if i == 0 {
+			if err := queries.RegisterRecordKey(c, opts.Secret); err != nil {
+				c.Close()
+				x.Close()
+				return nil, fmt.Errorf("executor: register record keys: %w", err)
+			}
+		}
+		x.conns <- c
+	}
+	return x, nil
+}
+
+func sanitizeSize(s string) string {
+	out := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c == '.' {
+			out = append(out, c)
+		}
+	}
+	return string(out)
+}
+
+// Close releases the connections.
+func (x *Executor) Close() error {
+	var errs []error
+	for {
+		select {
+		case c := <-x.conns:
+			errs = append(errs, c.Close())
+		default:
+			return errors.Join(errs...)
+		}
+	}
+}
+
+// Policy is the disclosure policy in force.
+func (x *Executor) Policy() disclosure.Policy { return x.opts.Policy }
+
+// Result is a protected table ready to leave the node.
+type Result struct {
+	Table    arrow.Record // the protected table; the caller releases it
+	Report   disclosure.Report
+	Snapshot string
+	Elapsed  time.Duration
+}
+
+// Run runs e with bound parameters and returns the protected table.
+func (x *Executor) Run(ctx context.Context, e *queries.Entry, b queries.Bound) (*Result, error) {
+	start := time.Now()
+	agg, snap, err := x.aggregate(ctx, e, b)
+	if err != nil {
+		x.seconds.WithLabelValues("error").Observe(time.Since(start).Seconds())
+		return nil, err
+	}
+	defer agg.Release()
+	out, rep, err := disclosure.Protect(x.opts.Allocator, agg, e.Spec(x.opts.Association), x.opts.Policy)
+	if err != nil {
+		x.seconds.WithLabelValues("refused").Observe(time.Since(start).Seconds())
+		return nil, err
+	}
+	x.seconds.WithLabelValues("released").Observe(time.Since(start).Seconds())
+	return &Result{Table: out, Report: rep, Snapshot: snap, Elapsed: time.Since(start)}, nil
+}
+
+// Aggregate returns the unprotected aggregate, with true counts, for the node's own
+// analysts. It must never be exposed to a remote peer.
+func (x *Executor) Aggregate(ctx context.Context, e *queries.Entry, b queries.Bound) (arrow.Record, error) {
+	rec, _, err := x.aggregate(ctx, e, b)
+	return rec, err
+}
+
+func (x *Executor) aggregate(ctx context.Context, e *queries.Entry, b queries.Bound) (arrow.Record, string, error) {
+	q, err := e.AggregateSQL()
+	if err != nil {
+		return nil, "", err
+	}
+	var conn *sql.Conn
+	select {
+	case conn = <-x.conns:
+	case <-ctx.Done():
+		return nil, "", ctx.Err()
+	}
+	defer func() { x.conns <- conn }()
+	var snap string
+	if err := conn.QueryRowContext(ctx, `SELECT coalesce((SELECT snapshot_id FROM samsyn_import ORDER BY seq DESC LIMIT 1), 'empty')`).Scan(&snap); err != nil {
+		return nil, "", fmt.Errorf("read snapshot: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, x.opts.Timeout)
+	defer cancel()
+	rows, err := conn.QueryContext(ctx, q, b.Args()...)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, "", fmt.Errorf("%s: %w after %s", e.ID, ErrTimeout, x.opts.Timeout)
+		}
+		return nil, "", fmt.Errorf("run %s: %w", e.ID, err)
+	}
+	defer rows.Close()
+	rec, err := x.toArrow(rows, e)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, "", fmt.Errorf("%s: %w after %s", e.ID, ErrTimeout, x.opts.Timeout)
+		}
+		return nil, "", fmt.Errorf("run %s: %w", e.ID, err)
+	}
+	return rec, snap, nil
+}
+
+// toArrow reads the aggregate (a few thousand cells at most) into one record.
+func (x *Executor) toArrow(rows *sql.Rows, e *queries.Entry) (arrow.Record, error) {
+	var fields []arrow.Field
+	for _, d := range e.Dimensions {
+		fields = append(fields, arrow.Field{Name: d.Name, Type: arrow.BinaryTypes.String, Nullable: true})
+	}
+	fields = append(fields,
+		arrow.Field{Name: disclosure.ColN, Type: arrow.PrimitiveTypes.Int64},
+		arrow.Field{Name: disclosure.ColCellKey, Type: arrow.PrimitiveTypes.Int64})
+	for _, m := range e.Measures {
+		fields = append(fields,
+			arrow.Field{Name: m.Name + disclosure.SuffixSum, Type: arrow.PrimitiveTypes.Float64},
+			arrow.Field{Name: m.Name + disclosure.SuffixAbs, Type: arrow.PrimitiveTypes.Float64},
+			arrow.Field{Name: m.Name + disclosure.SuffixCount, Type: arrow.PrimitiveTypes.Int64},
+			arrow.Field{Name: m.Name + disclosure.SuffixTop1, Type: arrow.PrimitiveTypes.Float64},
+			arrow.Field{Name: m.Name + disclosure.SuffixTop2, Type: arrow.PrimitiveTypes.Float64})
+	}
+	b := array.NewRecordBuilder(x.opts.Allocator, arrow.NewSchema(fields, nil))
+	defer b.Release()
+	vals := make([]any, len(fields))
+	ptrs := make([]any, len(fields))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	cols, err := rows.Columns()
+	if err != nil {
+		return nil, err
+	}
+	if len(cols) != len(fields) {
+		return nil, fmt.Errorf("aggregate has %d columns, expected %d", len(cols), len(fields))
+	}
+	for rows.Next() {
+		if err := rows.Scan(ptrs...); err != nil {
+			return nil, err
+		}
+		for i, v := range vals {
+			switch fb := b.Field(i).(type) {
+			case *array.StringBuilder:
+				if v == nil {
+					fb.AppendNull()
+				} else {
+					fb.Append(fmt.Sprint(v))
+				}
+			case *array.Int64Builder:
+				n, _ := v.(int64)
+				fb.Append(n)
+			case *array.Float64Builder:
+				switch f := v.(type) {
+				case float64:
+					fb.Append(f)
+				case int64:
+					fb.Append(float64(f))
+				default:
+					fb.Append(0)
+				}
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return b.NewRecord(), nil
+}

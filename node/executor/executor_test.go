@@ -1,0 +1,165 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/apache/arrow/go/v17/arrow/memory"
+
+	"github.com/samsyn/samsyn/node/store"
+	"github.com/samsyn/samsyn/queries"
+	"github.com/samsyn/samsyn/queries/disclosure"
+)
+
+var secret = []byte("executor-test-secret-0123456789a")
+
+// seed fills a store with n synthetic hbs participants straight through SQL: enough rows for
+// released cells, no personal identity numbers anywhere.
+func seed(t testing.TB, st *store.Store, n int) {
+	t.Helper()
+	stmts := []string{
+		"SELECT setseed(0.42)",
+		`INSERT INTO participant SELECT md5('p' || i)[1:32], 'hbs', ['0126','0127','0128'][1 + i % 3], NULL,
+		   CASE WHEN random() < 0.58 THEN 'K' ELSE 'M' END, 1960 + (random() * 40)::INT, random() < 0.4,
+		   ['pre_upper_secondary','upper_secondary','post_secondary','unknown'][1 + floor(random()*3.99)::INT],
+		   ['AF','FK','KOMMUN','REGION','SELF','OTHER'][1 + floor(random()*5.99)::INT],
+		   ['unemployment_benefit','activity_support','sickness_benefit','social_assistance','other'][1 + floor(random()*4.99)::INT],
+		   ['lt1','1_4','ge5','unknown'][1 + floor(random()*3.99)::INT], true
+		 FROM range(` + itoa(n) + `) r(i)`,
+		`INSERT INTO episode SELECT participant_key, ['SE','IPS','PRE_REHAB','CASE_MANAGEMENT'][1 + floor(random()*3.99)::INT],
+		   DATE '2020-06-01' + (random() * 500)::INT, NULL, NULL, NULL, NULL, NULL FROM participant`,
+		`UPDATE episode SET exit_date = start_date + 30 + (random() * 300)::INT WHERE random() < 0.8`,
+		`UPDATE episode SET exit_reason = 'completed', outcome = ['work','studies','job_seeking','ordinary_programme','other'][1 + floor(random()*4.99)::INT],
+		   income_after = 'other' WHERE exit_date IS NOT NULL`,
+		`INSERT INTO survey SELECT participant_key, 'indicator_exit', 'had_a_say', CASE WHEN random() < 0.9 THEN '5' ELSE '2' END FROM episode WHERE exit_date IS NOT NULL`,
+		`INSERT INTO followup SELECT participant_key, date_trunc('month', start_date), 2 + (random()*3)::INT FROM episode`,
+	}
+	for _, s := range stmts {
+		if _, err := st.DB().Exec(s); err != nil {
+			t.Fatalf("%s: %v", s[:30], err)
+		}
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+func newExecutor(t testing.TB, n int) (*Executor, *queries.Catalog, *memory.CheckedAllocator) {
+	t.Helper()
+	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "store.duckdb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	seed(t, st, n)
+	cat, err := queries.LoadDir("../../queries/catalog")
+	if err != nil {
+		t.Fatal(err)
+	}
+	alloc := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	x, err := New(context.Background(), st, Options{Association: "hbs", Secret: secret, Policy: disclosure.Defaults(), Allocator: alloc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { x.Close() })
+	return x, cat, alloc
+}
+
+var period = map[string]string{"from": "2020-04-01", "to": "2022-09-30"}
+
+func TestEveryCatalogQueryReleasesOnlyProtectedCells(t *testing.T) {
+	x, cat, alloc := newExecutor(t, 900)
+	ctx := context.Background()
+	released := 0
+	for _, id := range cat.IDs() {
+		e, _ := cat.Get(id)
+		b, err := e.Bind(period)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := x.Run(ctx, e, b)
+		if errors.Is(err, disclosure.ErrTooSparse) {
+			t.Logf("%s: refused as too sparse (%v)", id, err)
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+		released++
+		truth, err := x.Aggregate(ctx, e, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		trueN := map[string]int64{}
+		tn := truth.Column(truth.Schema().FieldIndices(disclosure.ColN)[0]).(*array.Int64)
+		for r := 0; r < int(truth.NumRows()); r++ {
+			trueN[cellKey(truth, len(e.Dimensions), r)] = tn.Value(r)
+		}
+		truth.Release()
+		tab := res.Table
+		nCol := tab.Column(len(e.Dimensions)).(*array.Int64)
+		sup := tab.Column(len(e.Dimensions) + 1).(*array.Boolean)
+		for r := 0; r < int(tab.NumRows()); r++ {
+			k := cellKey(tab, len(e.Dimensions), r)
+			if sup.Value(r) {
+				if !nCol.IsNull(r) {
+					t.Fatalf("%s %s: suppressed with a count", id, k)
+				}
+				continue
+			}
+			got, want := nCol.Value(r), trueN[k]
+			if got >= 1 && got <= 4 || want >= 1 && want <= 4 {
+				t.Fatalf("%s %s: released %d for %d participants", id, k, got, want)
+			}
+			if d := got - want; d < -2 || d > 2 {
+				t.Fatalf("%s %s: released %d for %d participants", id, k, got, want)
+			}
+		}
+		if tab.Schema().HasField(disclosure.ColCellKey) {
+			t.Fatalf("%s: the cell key left the executor", id)
+		}
+		tab.Release()
+	}
+	if released < 10 {
+		t.Fatalf("only %d queries released", released)
+	}
+	alloc.AssertSize(t, 0)
+}
+
+// cellKey names a cell by its dimension values, margins as disclosure.Total.
+func cellKey(rec arrow.Record, dims, r int) string {
+	parts := make([]string, dims)
+	for i := range parts {
+		col := rec.Column(i).(*array.String)
+		if col.IsNull(r) {
+			parts[i] = disclosure.Total
+		} else {
+			parts[i] = col.Value(r)
+		}
+	}
+	return strings.Join(parts, "|")
+}
+
+func TestDeadlineStopsALongQuery(t *testing.T) {
+	x, cat, _ := newExecutor(t, 50)
+	x.opts.Timeout = time.Nanosecond
+	e, _ := cat.Get("outcome_by_method")
+	b, _ := e.Bind(period)
+	if _, err := x.Run(context.Background(), e, b); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestTheStoreCannotReadFilesOnceServing(t *testing.T) {
+	x, _, _ := newExecutor(t, 10)
+	_, err := x.store.DB().Exec("SELECT * FROM read_csv('/etc/hostname')")
+	if err == nil {
+		t.Fatal("external access is still enabled")
+	}
+}
