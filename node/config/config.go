@@ -6,14 +6,17 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/samsyn/samsyn/queries/disclosure"
 	"github.com/samsyn/samsyn/schemas"
 )
 
@@ -29,9 +32,63 @@ type Config struct {
 	// SecretFile holds the node secret (64 hex characters, mode 0600). The secret keys the
 	// participant-key hash and the cell-key method's record keys; it never leaves the node.
 	SecretFile string `yaml:"secret_file"`
+	// AuditLog is the node's append-only audit log.
+	AuditLog string `yaml:"audit_log"`
 
-	dir  string
-	path string
+	// The rest is needed only to serve (samsyn node serve).
+
+	// Listen is the Flight address (mutual TLS) the coordinator connects to.
+	Listen string `yaml:"listen"`
+	// HealthListen serves /healthz, /readyz and /metrics over plain HTTP; loopback only.
+	HealthListen string `yaml:"health_listen"`
+	TLS          TLS  `yaml:"tls"`
+	// Coordinator is who may ask this node for releases.
+	Coordinator Coordinator `yaml:"coordinator"`
+	Catalog     Catalog     `yaml:"catalog"`
+	// AssociationKey is the public key of this association's data owner, who approves studies.
+	AssociationKey string `yaml:"association_key"`
+	Query          Query  `yaml:"query"`
+	// Policy makes disclosure control stricter than the federation's defaults (never looser).
+	Policy *disclosure.Policy `yaml:"policy"`
+
+	dir   string
+	path  string
+	lines map[string]int
+}
+
+// TLS names the node's certificate files.
+type TLS struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// Coordinator identifies the coordinator.
+type Coordinator struct {
+	// Identity is the samsyn:// identity its client certificate must carry.
+	Identity string `yaml:"identity"`
+	// TicketKeys are the public keys whose signatures on tickets this node accepts.
+	TicketKeys []string `yaml:"ticket_keys"`
+}
+
+// Catalog locates the signed catalog.
+type Catalog struct {
+	Dir          string `yaml:"dir"`
+	AuthorityKey string `yaml:"authority_key"`
+}
+
+// Query bounds every catalog query the node runs.
+type Query struct {
+	Timeout     time.Duration `yaml:"timeout"`
+	MemoryLimit string        `yaml:"memory_limit"`
+}
+
+// Abs resolves a path from the file relative to the file's folder.
+func (c *Config) Abs(p string) string {
+	if p == "" {
+		return ""
+	}
+	return c.abs(p)
 }
 
 // Path is the file the configuration was loaded from.
@@ -84,7 +141,8 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Config{Store: "store.duckdb", SecretFile: "secret", dir: filepath.Dir(abs), path: path}
+	c := &Config{Store: "store.duckdb", SecretFile: "secret", AuditLog: "audit.log", HealthListen: "127.0.0.1:0",
+		Query: Query{Timeout: 30 * time.Second, MemoryLimit: "512MB"}, dir: filepath.Dir(abs), path: path}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(raw, &doc); err != nil {
 		return nil, yamlError(path, err)
@@ -97,7 +155,8 @@ func Load(path string) (*Config, error) {
 	if err := dec.Decode(c); err != nil {
 		return nil, yamlError(path, err)
 	}
-	if err := c.Validate(lines(&doc)); err != nil {
+	c.lines = lines(&doc)
+	if err := c.Validate(c.lines); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -148,8 +207,66 @@ func (c *Config) Validate(lines map[string]int) error {
 		return fail("store", "empty: expected the path of the DuckDB file")
 	case c.SecretFile == "":
 		return fail("secret_file", "empty: expected the path of the node secret")
+	case c.Query.Timeout <= 0 || c.Query.Timeout > 10*time.Minute:
+		return fail("query", fmt.Sprintf("timeout %s: expected more than 0 and at most 10m", c.Query.Timeout))
+	}
+	if c.Policy != nil {
+		if err := c.Policy.Check(); err != nil {
+			return fail("policy", err.Error())
+		}
 	}
 	return nil
+}
+
+// ValidateServe checks what serving needs on top of Validate.
+func (c *Config) ValidateServe() error {
+	fail := func(field, msg string) error {
+		top := field
+		if i := strings.IndexByte(top, '.'); i >= 0 {
+			top = top[:i]
+		}
+		return &Error{File: c.path, Line: c.lines[top], Field: field, Msg: msg}
+	}
+	required := []struct{ field, value, what string }{
+		{"listen", c.Listen, "the Flight address, e.g. 0.0.0.0:7001"},
+		{"tls.ca", c.TLS.CA, "the federation CA certificate"},
+		{"tls.cert", c.TLS.Cert, "this node's certificate"},
+		{"tls.key", c.TLS.Key, "this node's private key"},
+		{"coordinator.identity", c.Coordinator.Identity, "the coordinator's identity, e.g. samsyn://coordinator/region"},
+		{"catalog.dir", c.Catalog.Dir, "the folder of the signed catalog"},
+		{"catalog.authority_key", c.Catalog.AuthorityKey, "the catalog authority's public key"},
+		{"association_key", c.AssociationKey, "the public key of this association's data owner"},
+	}
+	for _, r := range required {
+		if strings.TrimSpace(r.value) == "" {
+			return fail(r.field, "missing: expected "+r.what)
+		}
+	}
+	if len(c.Coordinator.TicketKeys) == 0 {
+		return fail("coordinator.ticket_keys", "missing: expected the coordinator's ticket-signing public key(s)")
+	}
+	if !strings.HasPrefix(c.Coordinator.Identity, "samsyn://coordinator/") {
+		return fail("coordinator.identity", fmt.Sprintf("%q: expected samsyn://coordinator/<id>", c.Coordinator.Identity))
+	}
+	host, _, err := net.SplitHostPort(c.HealthListen)
+	if err != nil {
+		return fail("health_listen", fmt.Sprintf("%q: expected host:port", c.HealthListen))
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fail("health_listen", fmt.Sprintf("%q: plain HTTP is served on loopback only (use 127.0.0.1:PORT and scrape through a local agent)", c.HealthListen))
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		return fail("listen", fmt.Sprintf("%q: expected host:port", c.Listen))
+	}
+	return nil
+}
+
+// EffectivePolicy is the federation's defaults, made stricter by the file's policy.
+func (c *Config) EffectivePolicy() disclosure.Policy {
+	if c.Policy == nil {
+		return disclosure.Defaults()
+	}
+	return *c.Policy
 }
 
 // SecretLen is the length of the node secret in bytes.

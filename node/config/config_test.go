@@ -27,6 +27,8 @@ func TestLoadBadFilesNamesFileLineAndField(t *testing.T) {
 		"unknown_association.bad.yaml": `testdata/unknown_association.bad.yaml:2: association: unknown association "lidingo": expected one of`,
 		"empty.bad.yaml":               "testdata/empty.bad.yaml: file is empty",
 		"broken.bad.yaml":              "testdata/broken.bad.yaml:2: mapping values are not allowed in this context",
+		"looser_policy.bad.yaml":       "testdata/looser_policy.bad.yaml:2: policy: disclosure policy is looser than the federation's defaults: threshold 3 < 5",
+		"bad_duration.bad.yaml":        "testdata/bad_duration.bad.yaml:2: cannot unmarshal !!str `forever` into time.Duration",
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yaml")
 	if len(files) != len(want) {
@@ -88,5 +90,29 @@ func TestReadSecretRefusesReadableFiles(t *testing.T) {
 	os.WriteFile(path, []byte("short"), 0o600)
 	if _, err := ReadSecret(path); err == nil || strings.Contains(err.Error(), "short") {
 		t.Fatalf("short secret: %v", err)
+	}
+}
+
+func TestServeConfig(t *testing.T) {
+	c, err := Load("testdata/serve.good.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ValidateServe(); err != nil {
+		t.Fatal(err)
+	}
+	if p := c.EffectivePolicy(); p.Threshold != 10 || p.MeanMinN != 10 {
+		t.Fatalf("policy %+v", p)
+	}
+	if c.Query.Timeout.Seconds() != 20 || !filepath.IsAbs(c.Abs(c.TLS.Key)) {
+		t.Fatalf("query %+v key %s", c.Query, c.Abs(c.TLS.Key))
+	}
+	c.HealthListen = "0.0.0.0:9100"
+	if err := c.ValidateServe(); err == nil || !strings.Contains(err.Error(), "health_listen") || !strings.Contains(err.Error(), "serve.good.yaml:3") {
+		t.Fatalf("public plain HTTP accepted: %v", err)
+	}
+	minimal, _ := Load("testdata/minimal.good.yaml")
+	if err := minimal.ValidateServe(); err == nil || !strings.Contains(err.Error(), "listen: missing") {
+		t.Fatalf("serve without listen: %v", err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"github.com/apache/arrow/go/v17/arrow/memory"
+	"gopkg.in/yaml.v3"
 )
 
 func TestDefaultPTableHasDocumentedProperties(t *testing.T) {
@@ -376,5 +377,21 @@ func TestValuesOutsideTheDomainAreNeverReleased(t *testing.T) {
 	spec := Spec{Dimensions: []Dimension{{Name: "g", Domain: []string{"a", "b"}}}}
 	if _, _, err := protectMap(t, aggregate(t, groups, nil), spec, Defaults()); err == nil {
 		t.Fatal("a dimension value outside the code list was released")
+	}
+}
+
+func TestPolicyYAMLStartsFromDefaults(t *testing.T) {
+	var p Policy
+	if err := yaml.Unmarshal([]byte("threshold: 10\n"), &p); err != nil {
+		t.Fatal(err)
+	}
+	if p.Threshold != 10 || p.MeanMinN != 10 || p.DominanceShare != 0.85 || p.Check() != nil {
+		t.Fatalf("%+v: %v", p, p.Check())
+	}
+	if err := yaml.Unmarshal([]byte("treshold: 10\n"), &p); err == nil {
+		t.Fatal("a misspelt field was accepted")
+	}
+	if err := yaml.Unmarshal([]byte("threshold: 3\n"), &p); err != nil || !errors.Is(p.Check(), ErrLooser) {
+		t.Fatalf("looser policy: %v", p.Check())
 	}
 }

@@ -1,10 +1,13 @@
 package disclosure
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
+
+	"gopkg.in/yaml.v3"
 )
 
 // Policy carries the disclosure parameters. Defaults are the floor: a node may make any of
@@ -116,4 +119,23 @@ func (p Policy) Params() string {
 	}
 	b, _ := json.Marshal(out)
 	return string(b)
+}
+
+// UnmarshalYAML starts from Defaults, so a file names only what it makes stricter, and
+// refuses unknown fields.
+func (p *Policy) UnmarshalYAML(n *yaml.Node) error {
+	raw, err := yaml.Marshal(n)
+	if err != nil {
+		return err
+	}
+	type plain Policy
+	out := plain(Defaults())
+	out.ptable = nil
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(&out); err != nil {
+		return fmt.Errorf("line %d: policy: %w", n.Line, err)
+	}
+	*p = Policy(out)
+	return nil
 }
