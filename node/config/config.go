@@ -41,7 +41,7 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// HealthListen serves /healthz, /readyz and /metrics over plain HTTP; loopback only.
 	HealthListen string `yaml:"health_listen"`
-	TLS          TLS  `yaml:"tls"`
+	TLS          TLS    `yaml:"tls"`
 	// Coordinator is who may ask this node for releases.
 	Coordinator Coordinator `yaml:"coordinator"`
 	Catalog     Catalog     `yaml:"catalog"`
