@@ -1,0 +1,173 @@
+package merge
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/apache/arrow/go/v17/arrow/memory"
+
+	"github.com/samsyn/samsyn/queries/disclosure"
+)
+
+// Input is one node's protected table.
+type Input struct {
+	Association string
+	Table       arrow.Record
+}
+
+// Report summarises a merge.
+type Report struct {
+	Cells           int      `json:"cells"`
+	Suppressed      int      `json:"suppressed"`
+	StructuralZeros int      `json:"structural_zeros"`
+	Associations    []string `json:"associations"`
+}
+
+type acc struct {
+	dims       []string
+	n          int64
+	suppressed bool
+	structural bool // every node released a structural zero
+	seen       int
+	wsum       []float64 // per measure: Σ value·n (mean) or Σ value (sum)
+	missing    []bool    // per measure: some contributing node withheld it
+	order      int
+}
+
+// Merge sums the nodes' protected cells. spec gives the dimensions and measures, in the
+// column order the nodes released them (as Protect writes them).
+func Merge(mem memory.Allocator, spec disclosure.Spec, inputs []Input, pol disclosure.Policy) (arrow.Record, Report, error) {
+	rep := Report{}
+	nd, nm := len(spec.Dimensions), len(spec.Measures)
+	cells := map[string]*acc{}
+	for _, in := range inputs {
+		rep.Associations = append(rep.Associations, in.Association)
+		t := in.Table
+		if int(t.NumCols()) != nd+2+nm {
+			return nil, rep, fmt.Errorf("merge: %s released %d columns, expected %d", in.Association, t.NumCols(), nd+2+nm)
+		}
+		dims := make([]*array.String, nd)
+		for i, d := range spec.Dimensions {
+			col, ok := t.Column(i).(*array.String)
+			if !ok || t.ColumnName(i) != d.Name {
+				return nil, rep, fmt.Errorf("merge: %s: column %d is %s, expected dimension %s", in.Association, i, t.ColumnName(i), d.Name)
+			}
+			dims[i] = col
+		}
+		nCol, ok1 := t.Column(nd).(*array.Int64)
+		sCol, ok2 := t.Column(nd + 1).(*array.Boolean)
+		if !ok1 || !ok2 {
+			return nil, rep, fmt.Errorf("merge: %s: expected n (int64) and suppressed (bool) after the dimensions", in.Association)
+		}
+		mCols := make([]*array.Float64, nm)
+		for j := range spec.Measures {
+			c, ok := t.Column(nd + 2 + j).(*array.Float64)
+			if !ok {
+				return nil, rep, fmt.Errorf("merge: %s: measure %s is not float64", in.Association, spec.Measures[j].Name)
+			}
+			mCols[j] = c
+		}
+		for r := 0; r < int(t.NumRows()); r++ {
+			key := make([]string, nd)
+			for i := range dims {
+				key[i] = dims[i].Value(r)
+			}
+			k := strings.Join(key, "\x00")
+			a := cells[k]
+			if a == nil {
+				a = &acc{dims: key, structural: true, wsum: make([]float64, nm), missing: make([]bool, nm), order: len(cells)}
+				cells[k] = a
+			}
+			a.seen++
+			suppressed := sCol.Value(r) || nCol.IsNull(r)
+			n := nCol.Value(r)
+			if suppressed {
+				a.suppressed, a.structural = true, false
+				continue
+			}
+			if n == 0 {
+				continue // a structural zero adds nothing and withholds nothing
+			}
+			a.structural = false
+			a.n += n
+			for j, m := range spec.Measures {
+				if mCols[j].IsNull(r) {
+					a.missing[j] = true
+					continue
+				}
+				v := mCols[j].Value(r)
+				if m.Agg == "mean" {
+					v *= float64(n)
+				}
+				a.wsum[j] += v
+			}
+		}
+	}
+	ordered := make([]*acc, 0, len(cells))
+	for _, a := range cells {
+		ordered = append(ordered, a)
+	}
+	sort.Slice(ordered, func(i, j int) bool { return ordered[i].order < ordered[j].order })
+
+	fields := make([]arrow.Field, 0, nd+2+nm)
+	for _, d := range spec.Dimensions {
+		fields = append(fields, arrow.Field{Name: d.Name, Type: arrow.BinaryTypes.String})
+	}
+	fields = append(fields,
+		arrow.Field{Name: disclosure.ColN, Type: arrow.PrimitiveTypes.Int64, Nullable: true},
+		arrow.Field{Name: disclosure.ColSuppressed, Type: arrow.FixedWidthTypes.Boolean})
+	for _, m := range spec.Measures {
+		fields = append(fields, arrow.Field{Name: m.Name, Type: arrow.PrimitiveTypes.Float64, Nullable: true})
+	}
+	md := arrow.NewMetadata([]string{"samsyn.disclosure", "samsyn.associations"}, []string{pol.Params(), strings.Join(rep.Associations, ",")})
+	b := array.NewRecordBuilder(mem, arrow.NewSchema(fields, &md))
+	defer b.Release()
+	for _, a := range ordered {
+		rep.Cells++
+		for i := range spec.Dimensions {
+			b.Field(i).(*array.StringBuilder).Append(a.dims[i])
+		}
+		nb := b.Field(nd).(*array.Int64Builder)
+		sb := b.Field(nd + 1).(*array.BooleanBuilder)
+		withheld := a.suppressed || a.seen < len(inputs) && !a.structural
+		switch {
+		case a.structural && a.seen == len(inputs):
+			rep.StructuralZeros++
+			nb.Append(0)
+			sb.Append(false)
+			appendNulls(b, nd+2, nm)
+			continue
+		case withheld || a.n < int64(pol.Threshold):
+			rep.Suppressed++
+			nb.AppendNull()
+			sb.Append(true)
+			appendNulls(b, nd+2, nm)
+			continue
+		}
+		nb.Append(a.n)
+		sb.Append(false)
+		for j, m := range spec.Measures {
+			mb := b.Field(nd + 2 + j).(*array.Float64Builder)
+			if a.missing[j] {
+				mb.AppendNull()
+				continue
+			}
+			v := a.wsum[j]
+			if m.Agg == "mean" {
+				v /= float64(a.n)
+			}
+			mb.Append(math.Round(v*10) / 10)
+		}
+	}
+	return b.NewRecord(), rep, nil
+}
+
+func appendNulls(b *array.RecordBuilder, from, n int) {
+	for j := 0; j < n; j++ {
+		b.Field(from + j).(*array.Float64Builder).AppendNull()
+	}
+}
