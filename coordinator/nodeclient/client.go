@@ -1,0 +1,118 @@
+package nodeclient
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/apache/arrow/go/v17/arrow/flight"
+	"github.com/apache/arrow/go/v17/arrow/memory"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+)
+
+// MaxReleaseBytes bounds what a node may send back for one query.
+const MaxReleaseBytes = 64 << 20
+
+// Client talks to one node.
+type Client struct {
+	Association string
+	Addr        string
+	conn        *grpc.ClientConn
+	flight      flight.Client
+	health      healthpb.HealthClient
+	alloc       memory.Allocator
+}
+
+// Dial prepares a connection to a node at addr; tlsConf must pin the node's identity.
+// gRPC connects lazily and reconnects by itself, so one Client lives as long as the coordinator.
+func Dial(association, addr string, tlsConf *tls.Config, alloc memory.Allocator) (*Client, error) {
+	if tlsConf == nil {
+		return nil, errors.New("nodeclient: mutual TLS is required")
+	}
+	if alloc == nil {
+		alloc = memory.DefaultAllocator
+	}
+	conn, err := grpc.NewClient(addr,
+		grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxReleaseBytes)))
+	if err != nil {
+		return nil, fmt.Errorf("dial node %s at %s: %w", association, addr, err)
+	}
+	return &Client{Association: association, Addr: addr, conn: conn,
+		flight: flight.NewClientFromConn(conn, nil), health: healthpb.NewHealthClient(conn), alloc: alloc}, nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// Release is a node's answer to one ticket.
+type Release struct {
+	Table    arrow.Record // the caller releases it
+	Metadata map[string]string
+}
+
+// Get presents ticket and reads the whole protected table.
+func (c *Client) Get(ctx context.Context, ticket []byte) (*Release, error) {
+	stream, err := c.flight.DoGet(ctx, &flight.Ticket{Ticket: ticket})
+	if err != nil {
+		return nil, err
+	}
+	rd, err := flight.NewRecordReader(stream, ipcAllocator(c.alloc))
+	if err != nil {
+		return nil, err
+	}
+	defer rd.Release()
+	var recs []arrow.Record
+	defer func() {
+		for _, r := range recs {
+			r.Release()
+		}
+	}()
+	for rd.Next() {
+		r := rd.Record()
+		r.Retain()
+		recs = append(recs, r)
+	}
+	if err := rd.Err(); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	sc := rd.Schema()
+	md := map[string]string{}
+	for i, k := range sc.Metadata().Keys() {
+		md[k] = sc.Metadata().Values()[i]
+	}
+	rec, err := concat(c.alloc, sc, recs)
+	if err != nil {
+		return nil, err
+	}
+	return &Release{Table: rec, Metadata: md}, nil
+}
+
+// Healthy asks the node's health service.
+func (c *Client) Healthy(ctx context.Context) error {
+	resp, err := c.health.Check(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		return err
+	}
+	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		return fmt.Errorf("node %s is %s", c.Association, resp.GetStatus())
+	}
+	return nil
+}
+
+// Transient reports whether err is worth a retry: the node was unreachable or busy, not a
+// refusal.
+func Transient(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.ResourceExhausted, codes.Aborted:
+		return true
+	}
+	return false
+}
