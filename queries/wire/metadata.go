@@ -1,0 +1,23 @@
+package wire
+
+// Schema metadata keys of a released table: the node sets them on the Arrow schema of every
+// DoGet stream, and the coordinator reads them to label, check and merge node tables.
+const (
+	MetaNode          = "samsyn.node"           // the node id that produced the table
+	MetaAssociation   = "samsyn.association"    // the association the node serves
+	MetaStudy         = "samsyn.study"          // the study id from the ticket
+	MetaQueryID       = "samsyn.query_id"       // the catalog query id
+	MetaQueryHash     = "samsyn.query_hash"     // hex SHA-256 of the canonical catalog entry
+	MetaSnapshot      = "samsyn.snapshot"       // the id of the data snapshot (import) queried
+	MetaDisclosure    = "samsyn.disclosure"     // JSON of the disclosure parameters applied
+	MetaSchemaVersion = "samsyn.schema_version" // the canonical schema version of the node's data
+)
+
+// gRPC metadata (header and trailer) names. gRPC requires them in lower case.
+const (
+	// HeaderReason carries Reason(err) in the trailer of a refused DoGet, so the coordinator
+	// can record why a node refused without parsing the status message.
+	HeaderReason = "samsyn-reason"
+	// HeaderNode carries the responding node's id in the response header.
+	HeaderNode = "samsyn-node"
+)
