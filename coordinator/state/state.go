@@ -1,0 +1,375 @@
+package state
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"database/sql"
+	"database/sql/driver"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/marcboeker/go-duckdb"
+
+	"github.com/samsyn/samsyn/coordinator/study"
+)
+
+const ddl = `
+CREATE TABLE IF NOT EXISTS studies (id VARCHAR PRIMARY KEY, body VARCHAR NOT NULL, state VARCHAR NOT NULL,
+  evaluator VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL, updated_at TIMESTAMP NOT NULL);
+CREATE TABLE IF NOT EXISTS transitions (study VARCHAR NOT NULL, state VARCHAR NOT NULL, actor VARCHAR NOT NULL,
+  note VARCHAR NOT NULL, at TIMESTAMP NOT NULL);
+CREATE TABLE IF NOT EXISTS approvals (study VARCHAR NOT NULL, association VARCHAR NOT NULL, body VARCHAR NOT NULL,
+  at TIMESTAMP NOT NULL, PRIMARY KEY (study, association));
+CREATE TABLE IF NOT EXISTS dispatches (study VARCHAR NOT NULL, query_index INTEGER NOT NULL, association VARCHAR NOT NULL,
+  state VARCHAR NOT NULL, attempts INTEGER NOT NULL, error VARCHAR NOT NULL, release BLOB, metadata VARCHAR NOT NULL,
+  updated_at TIMESTAMP NOT NULL, PRIMARY KEY (study, query_index, association));
+CREATE TABLE IF NOT EXISTS results (study VARCHAR NOT NULL, query_index INTEGER NOT NULL, query_id VARCHAR NOT NULL,
+  release BLOB NOT NULL, checks VARCHAR NOT NULL, released_at TIMESTAMP NOT NULL, PRIMARY KEY (study, query_index));
+CREATE TABLE IF NOT EXISTS tokens (hash VARCHAR PRIMARY KEY, name VARCHAR NOT NULL, role VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL);
+`
+
+// Store is the coordinator's state.
+type Store struct{ db *sql.DB }
+
+// Open opens or creates the store at path.
+func Open(ctx context.Context, path string) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("create state folder: %w", err)
+	}
+	connector, err := duckdb.NewConnector(path, func(ex driver.ExecerContext) error {
+		for _, s := range []string{"SET autoinstall_known_extensions = false", "SET autoload_known_extensions = false"} {
+			if _, err := ex.ExecContext(context.Background(), s, nil); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open coordinator state %s: %w", path, err)
+	}
+	db := sql.OpenDB(connector)
+	if _, err := db.ExecContext(ctx, ddl); err != nil {
+		return nil, errors.Join(fmt.Errorf("create coordinator state: %w", err), db.Close())
+	}
+	return &Store{db: db}, nil
+}
+
+// Close closes the store.
+func (s *Store) Close() error { return s.db.Close() }
+
+// ErrNotFound is returned for an unknown study or result.
+var ErrNotFound = errors.New("not found")
+
+// ErrConflict is returned when a change no longer applies (state moved on, decision made).
+var ErrConflict = errors.New("conflict")
+
+// CreateStudy stores a new study and its first transition.
+func (s *Store) CreateStudy(ctx context.Context, st *study.Study, actor string) error {
+	body, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	now := time.Now().UTC()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO studies VALUES (?, ?, ?, ?, ?, ?)`, st.ID, string(body), string(st.State), st.Evaluator, st.CreatedAt, now); err != nil {
+		return fmt.Errorf("store study: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO transitions VALUES (?, ?, ?, ?, ?)`, st.ID, string(st.State), actor, "", now); err != nil {
+		return fmt.Errorf("store transition: %w", err)
+	}
+	return tx.Commit()
+}
+
+// Study returns a study with its current state.
+func (s *Store) Study(ctx context.Context, id string) (*study.Study, error) {
+	var body, state string
+	err := s.db.QueryRowContext(ctx, `SELECT body, state FROM studies WHERE id = ?`, id).Scan(&body, &state)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("study %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var st study.Study
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		return nil, err
+	}
+	st.State = study.State(state)
+	return &st, nil
+}
+
+// Studies lists studies, newest first; evaluator "" lists everyone's.
+func (s *Store) Studies(ctx context.Context, evaluator string, states ...study.State) ([]*study.Study, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id FROM studies WHERE (? = '' OR evaluator = ?) ORDER BY created_at DESC, id`, evaluator, evaluator)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	var out []*study.Study
+	for _, id := range ids {
+		st, err := s.Study(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if len(states) == 0 || containsState(states, st.State) {
+			out = append(out, st)
+		}
+	}
+	return out, nil
+}
+
+func containsState(list []study.State, s study.State) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Move changes a study's state from from to to, if it is still in from.
+func (s *Store) Move(ctx context.Context, id string, from, to study.State, actor, note string) error {
+	if !study.CanMove(from, to) {
+		return fmt.Errorf("%w: a study cannot move from %s to %s", ErrConflict, from, to)
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	now := time.Now().UTC()
+	res, err := tx.ExecContext(ctx, `UPDATE studies SET state = ?, updated_at = ? WHERE id = ? AND state = ?`, string(to), now, id, string(from))
+	if err != nil {
+		return fmt.Errorf("move study %s: %w", id, err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return fmt.Errorf("%w: study %s is no longer %s", ErrConflict, id, from)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO transitions VALUES (?, ?, ?, ?, ?)`, id, string(to), actor, note, now); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// Transition is one recorded state change.
+type Transition struct {
+	State study.State `json:"state"`
+	Actor string      `json:"actor"`
+	Note  string      `json:"note,omitempty"`
+	At    time.Time   `json:"at"`
+}
+
+// Transitions lists a study's history, oldest first.
+func (s *Store) Transitions(ctx context.Context, id string) ([]Transition, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT state, actor, note, at FROM transitions WHERE study = ? ORDER BY at, rowid`, id)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Transition
+	for rows.Next() {
+		var t Transition
+		var st string
+		if err := rows.Scan(&st, &t.Actor, &t.Note, &t.At); err != nil {
+			return nil, err
+		}
+		t.State = study.State(st)
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// PutApproval records an association's decision; a decision, once made, is final.
+func (s *Store) PutApproval(ctx context.Context, id string, a study.Approval) error {
+	body, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO approvals VALUES (?, ?, ?, ?)`, id, a.Association, string(body), a.At)
+	if err != nil {
+		var derr *duckdb.Error
+		if errors.As(err, &derr) && derr.Type == duckdb.ErrorTypeConstraint {
+			return fmt.Errorf("%w: %s has already decided on study %s", ErrConflict, a.Association, id)
+		}
+		return fmt.Errorf("store approval: %w", err)
+	}
+	return nil
+}
+
+// Approvals lists the decisions on a study.
+func (s *Store) Approvals(ctx context.Context, id string) ([]study.Approval, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT body FROM approvals WHERE study = ? ORDER BY association`, id)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []study.Approval
+	for rows.Next() {
+		var body string
+		if err := rows.Scan(&body); err != nil {
+			return nil, err
+		}
+		var a study.Approval
+		if err := json.Unmarshal([]byte(body), &a); err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// Dispatch states.
+const (
+	DispatchPending  = "pending"
+	DispatchReleased = "released"
+	DispatchRefused  = "refused"
+	DispatchFailed   = "failed"
+)
+
+// Dispatch is one query sent to one node.
+type Dispatch struct {
+	QueryIndex  int               `json:"query_index"`
+	Association string            `json:"association"`
+	State       string            `json:"state"`
+	Attempts    int               `json:"attempts"`
+	Error       string            `json:"error,omitempty"`
+	Release     []byte            `json:"-"` // the node's protected table, Arrow IPC stream
+	Metadata    map[string]string `json:"metadata,omitempty"`
+	UpdatedAt   time.Time         `json:"updated_at"`
+}
+
+// PutDispatch records a dispatch's progress or outcome. A released dispatch is never
+// overwritten, so a restarted coordinator never asks that node again.
+func (s *Store) PutDispatch(ctx context.Context, id string, d Dispatch) error {
+	md, err := json.Marshal(d.Metadata)
+	if err != nil {
+		return err
+	}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO dispatches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (study, query_index, association) DO UPDATE SET state = excluded.state, attempts = excluded.attempts,
+  error = excluded.error, release = excluded.release, metadata = excluded.metadata, updated_at = excluded.updated_at
+WHERE dispatches.state <> 'released'`,
+		id, d.QueryIndex, d.Association, d.State, d.Attempts, d.Error, d.Release, string(md), time.Now().UTC())
+	if err != nil {
+		return fmt.Errorf("store dispatch: %w", err)
+	}
+	return nil
+}
+
+// Dispatches lists a study's dispatches.
+func (s *Store) Dispatches(ctx context.Context, id string) ([]Dispatch, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT query_index, association, state, attempts, error, release, metadata, updated_at
+FROM dispatches WHERE study = ? ORDER BY query_index, association`, id)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Dispatch
+	for rows.Next() {
+		var d Dispatch
+		var md string
+		if err := rows.Scan(&d.QueryIndex, &d.Association, &d.State, &d.Attempts, &d.Error, &d.Release, &md, &d.UpdatedAt); err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal([]byte(md), &d.Metadata); err != nil {
+			return nil, err
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// Result is a released table of one query with its output checks.
+type Result struct {
+	QueryIndex int             `json:"query_index"`
+	QueryID    string          `json:"query_id"`
+	Release    []byte          `json:"-"` // merged protected table, Arrow IPC stream
+	Checks     json.RawMessage `json:"checks"`
+	ReleasedAt time.Time       `json:"released_at"`
+}
+
+// PutResult stores a query's merged result.
+func (s *Store) PutResult(ctx context.Context, id string, r Result) error {
+	_, err := s.db.ExecContext(ctx, `INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)`,
+		id, r.QueryIndex, r.QueryID, r.Release, string(r.Checks), r.ReleasedAt.UTC())
+	if err != nil {
+		return fmt.Errorf("store result: %w", err)
+	}
+	return nil
+}
+
+// Results lists a study's results in query order.
+func (s *Store) Results(ctx context.Context, id string) ([]Result, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT query_index, query_id, release, checks, released_at FROM results WHERE study = ? ORDER BY query_index`, id)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Result
+	for rows.Next() {
+		var r Result
+		var checks string
+		if err := rows.Scan(&r.QueryIndex, &r.QueryID, &r.Release, &checks, &r.ReleasedAt); err != nil {
+			return nil, err
+		}
+		r.Checks = json.RawMessage(checks)
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// HashToken is how tokens are stored: SHA-256, hex.
+func HashToken(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+// AddToken creates a new random bearer token for name with role and returns it; only its
+// hash is stored.
+func (s *Store) AddToken(ctx context.Context, name, role string) (string, error) {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	token := "ssy_" + base64.RawURLEncoding.EncodeToString(b)
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO tokens VALUES (?, ?, ?, ?)`, HashToken(token), name, role, time.Now().UTC()); err != nil {
+		return "", fmt.Errorf("store token: %w", err)
+	}
+	return token, nil
+}
+
+// Principal is who a token belongs to.
+type Principal struct {
+	Name string
+	Role string
+}
+
+// Lookup finds the principal of a token.
+func (s *Store) Lookup(ctx context.Context, token string) (Principal, bool, error) {
+	var p Principal
+	err := s.db.QueryRowContext(ctx, `SELECT name, role FROM tokens WHERE hash = ?`, HashToken(token)).Scan(&p.Name, &p.Role)
+	if errors.Is(err, sql.ErrNoRows) {
+		return p, false, nil
+	}
+	return p, err == nil, err
+}

@@ -1,0 +1,239 @@
+package study
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/samsyn/samsyn/queries"
+	"github.com/samsyn/samsyn/queries/wire"
+)
+
+// State is where a study stands.
+type State string
+
+// The states of a study.
+const (
+	Submitted        State = "submitted"
+	AwaitingApproval State = "awaiting_approval"
+	Running          State = "running"
+	Checking         State = "checking"
+	Released         State = "released"
+	Refused          State = "refused"
+	Failed           State = "failed"
+)
+
+// Final reports whether no transition leaves s.
+func (s State) Final() bool { return s == Released || s == Refused || s == Failed }
+
+var transitions = map[State][]State{
+	Submitted:        {AwaitingApproval, Refused},
+	AwaitingApproval: {Running, Refused},
+	Running:          {Checking, Failed},
+	Checking:         {Released, Failed},
+}
+
+// CanMove reports whether a study may move from one state to another.
+func CanMove(from, to State) bool { return slices.Contains(transitions[from], to) }
+
+// Failure policies for a node that does not answer.
+const (
+	OnFailurePartial = "partial"
+	OnFailureFail    = "fail"
+)
+
+// Request is the study file an evaluator submits.
+type Request struct {
+	Title         string       `yaml:"title" json:"title"`
+	Purpose       string       `yaml:"purpose" json:"purpose"`
+	Queries       []QueryReq   `yaml:"queries" json:"queries"`
+	Associations  Associations `yaml:"associations" json:"associations"`
+	OnNodeFailure string       `yaml:"on_node_failure" json:"on_node_failure"`
+}
+
+// QueryReq is one catalog query of a request.
+type QueryReq struct {
+	ID     string            `yaml:"id" json:"id"`
+	Params map[string]string `yaml:"params" json:"params"`
+}
+
+// Associations is "all" or a list of association ids.
+type Associations []string
+
+// UnmarshalYAML accepts the word all or a list.
+func (a *Associations) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		if n.Value != "all" {
+			return fmt.Errorf("line %d: associations: %q: expected all or a list of association ids", n.Line, n.Value)
+		}
+		*a = nil
+		return nil
+	}
+	var list []string
+	if err := n.Decode(&list); err != nil {
+		return err
+	}
+	if len(list) == 0 {
+		return fmt.Errorf("line %d: associations: empty list: expected all or at least one association id", n.Line)
+	}
+	*a = list
+	return nil
+}
+
+// ParseRequest decodes a study file strictly.
+func ParseRequest(name string, raw []byte) (*Request, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	var r Request
+	if err := dec.Decode(&r); err != nil {
+		return nil, fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	return &r, nil
+}
+
+// Query is a validated query of a study.
+type Query struct {
+	ID     string            `json:"id"`
+	Hash   string            `json:"hash"`
+	Params map[string]string `json:"params"`
+}
+
+// Study is a submitted study.
+type Study struct {
+	ID            string    `json:"id"`
+	Title         string    `json:"title"`
+	Purpose       string    `json:"purpose"`
+	Evaluator     string    `json:"evaluator"`
+	Queries       []Query   `json:"queries"`
+	Associations  []string  `json:"associations"`
+	OnNodeFailure string    `json:"on_node_failure"`
+	State         State     `json:"state"`
+	CreatedAt     time.Time `json:"created_at"`
+}
+
+// NewID returns a fresh study id.
+func NewID() string {
+	b := make([]byte, 6)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return "st-" + hex.EncodeToString(b)
+}
+
+// Validate checks the request against the catalog and the federation and returns the study
+// it describes. Errors name the query and parameter.
+func Validate(r *Request, cat *queries.Catalog, federation []string, evaluator string, now time.Time) (*Study, error) {
+	var errs []error
+	if strings.TrimSpace(r.Title) == "" {
+		errs = append(errs, errors.New("title: missing"))
+	}
+	if strings.TrimSpace(r.Purpose) == "" {
+		errs = append(errs, errors.New("purpose: missing: say why the study is needed"))
+	}
+	if len(r.Queries) == 0 {
+		errs = append(errs, errors.New("queries: none: expected at least one catalog query"))
+	}
+	if len(r.Queries) > 100 {
+		errs = append(errs, fmt.Errorf("queries: %d: expected at most 100", len(r.Queries)))
+	}
+	policy := r.OnNodeFailure
+	if policy == "" {
+		policy = OnFailureFail
+	}
+	if policy != OnFailurePartial && policy != OnFailureFail {
+		errs = append(errs, fmt.Errorf("on_node_failure: %q: expected partial or fail", r.OnNodeFailure))
+	}
+	s := &Study{ID: NewID(), Title: strings.TrimSpace(r.Title), Purpose: strings.TrimSpace(r.Purpose), Evaluator: evaluator,
+		OnNodeFailure: policy, State: Submitted, CreatedAt: now.UTC()}
+	for i, q := range r.Queries {
+		e, ok := cat.Get(q.ID)
+		if !ok {
+			errs = append(errs, fmt.Errorf("queries[%d]: %q is not in the signed catalog (known: %s)", i, q.ID, strings.Join(cat.IDs(), ", ")))
+			continue
+		}
+		b, err := e.Bind(q.Params)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("queries[%d]: %w", i, err))
+			continue
+		}
+		s.Queries = append(s.Queries, Query{ID: q.ID, Hash: e.Hash(), Params: b.Text})
+	}
+	if len(r.Associations) == 0 {
+		s.Associations = append([]string{}, federation...)
+	} else {
+		for _, a := range r.Associations {
+			if !slices.Contains(federation, a) {
+				errs = append(errs, fmt.Errorf("associations: %q is not in the federation (%s)", a, strings.Join(federation, ", ")))
+				continue
+			}
+			if !slices.Contains(s.Associations, a) {
+				s.Associations = append(s.Associations, a)
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return s, nil
+}
+
+// Decision is an association's answer to a study.
+type Decision string
+
+// The decisions.
+const (
+	Approve Decision = "approved"
+	Refuse  Decision = "refused"
+)
+
+// Approval is one association's decision, with its signature per query when approving.
+type Approval struct {
+	Association string    `json:"association"`
+	Decision    Decision  `json:"decision"`
+	Reason      string    `json:"reason,omitempty"`
+	Signatures  [][]byte  `json:"signatures,omitempty"` // one per query, in study order
+	Actor       string    `json:"actor"`
+	At          time.Time `json:"at"`
+}
+
+// SignApproval signs every query of s for association with the data owner's key.
+func SignApproval(s *Study, association string, key ed25519.PrivateKey) [][]byte {
+	sigs := make([][]byte, len(s.Queries))
+	for i, q := range s.Queries {
+		sigs[i] = ed25519.Sign(key, wire.ApprovalMessage(s.ID, association, q.ID, q.Hash, q.Params))
+	}
+	return sigs
+}
+
+// ErrBadApproval is returned for an approval whose signatures do not verify.
+var ErrBadApproval = errors.New("approval signature does not verify")
+
+// CheckApproval verifies an approval's signatures with the association's public key.
+func CheckApproval(s *Study, a Approval, pub ed25519.PublicKey) error {
+	if a.Decision == Refuse {
+		if strings.TrimSpace(a.Reason) == "" {
+			return errors.New("a refusal needs a reason")
+		}
+		return nil
+	}
+	if a.Decision != Approve {
+		return fmt.Errorf("decision %q: expected approved or refused", a.Decision)
+	}
+	if len(a.Signatures) != len(s.Queries) {
+		return fmt.Errorf("%w: %d signatures for %d queries", ErrBadApproval, len(a.Signatures), len(s.Queries))
+	}
+	for i, q := range s.Queries {
+		if !ed25519.Verify(pub, wire.ApprovalMessage(s.ID, a.Association, q.ID, q.Hash, q.Params), a.Signatures[i]) {
+			return fmt.Errorf("%w: query %s (%d) for %s", ErrBadApproval, q.ID, i, a.Association)
+		}
+	}
+	return nil
+}
