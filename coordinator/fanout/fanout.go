@@ -92,7 +92,7 @@ func ask(ctx context.Context, t Target, o Options) Outcome {
 		rel, err := t.Node.Get(actx, ticket)
 		cancel()
 		if err == nil {
-			res.Release = rel
+			res.Release, res.Err = rel, nil
 			break
 		}
 		res.Err = err
