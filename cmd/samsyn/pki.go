@@ -82,6 +82,6 @@ func newPKICmd(g *globals) *cobra.Command {
 	issue.Flags().StringVar(&out, "out", "", "path prefix of the certificate and key files")
 	issue.Flags().StringSliceVar(&hosts, "host", []string{"127.0.0.1", "localhost"}, "host names and IP addresses the certificate is valid for")
 	issue.Flags().IntVar(&days, "days", 397, "validity in days")
-	cmd.AddCommand(initCmd, issue)
+	cmd.AddCommand(initCmd, issue, newKeysCmd(g))
 	return cmd
 }

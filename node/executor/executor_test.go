@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"github.com/apache/arrow/go/v17/arrow/memory"
 
+	"github.com/samsyn/samsyn/node/nodetest"
 	"github.com/samsyn/samsyn/node/store"
 	"github.com/samsyn/samsyn/queries"
 	"github.com/samsyn/samsyn/queries/disclosure"
@@ -20,35 +20,6 @@ import (
 
 var secret = []byte("executor-test-secret-0123456789a")
 
-// seed fills a store with n synthetic hbs participants straight through SQL: enough rows for
-// released cells, no personal identity numbers anywhere.
-func seed(t testing.TB, st *store.Store, n int) {
-	t.Helper()
-	stmts := []string{
-		"SELECT setseed(0.42)",
-		`INSERT INTO participant SELECT md5('p' || i)[1:32], 'hbs', ['0126','0127','0128'][1 + i % 3], NULL,
-		   CASE WHEN random() < 0.58 THEN 'K' ELSE 'M' END, 1960 + (random() * 40)::INT, random() < 0.4,
-		   ['pre_upper_secondary','upper_secondary','post_secondary','unknown'][1 + floor(random()*3.99)::INT],
-		   ['AF','FK','KOMMUN','REGION','SELF','OTHER'][1 + floor(random()*5.99)::INT],
-		   ['unemployment_benefit','activity_support','sickness_benefit','social_assistance','other'][1 + floor(random()*4.99)::INT],
-		   ['lt1','1_4','ge5','unknown'][1 + floor(random()*3.99)::INT], true
-		 FROM range(` + itoa(n) + `) r(i)`,
-		`INSERT INTO episode SELECT participant_key, ['SE','IPS','PRE_REHAB','CASE_MANAGEMENT'][1 + floor(random()*3.99)::INT],
-		   DATE '2020-06-01' + (random() * 500)::INT, NULL, NULL, NULL, NULL, NULL FROM participant`,
-		`UPDATE episode SET exit_date = start_date + 30 + (random() * 300)::INT WHERE random() < 0.8`,
-		`UPDATE episode SET exit_reason = 'completed', outcome = ['work','studies','job_seeking','ordinary_programme','other'][1 + floor(random()*4.99)::INT],
-		   income_after = 'other' WHERE exit_date IS NOT NULL`,
-		`INSERT INTO survey SELECT participant_key, 'indicator_exit', 'had_a_say', CASE WHEN random() < 0.9 THEN '5' ELSE '2' END FROM episode WHERE exit_date IS NOT NULL`,
-		`INSERT INTO followup SELECT participant_key, date_trunc('month', start_date), 2 + (random()*3)::INT FROM episode`,
-	}
-	for _, s := range stmts {
-		if _, err := st.DB().Exec(s); err != nil {
-			t.Fatalf("%s: %v", s[:30], err)
-		}
-	}
-}
-
-func itoa(n int) string { return strconv.Itoa(n) }
 
 func newExecutor(t testing.TB, n int) (*Executor, *queries.Catalog, *memory.CheckedAllocator) {
 	t.Helper()
@@ -57,7 +28,7 @@ func newExecutor(t testing.TB, n int) (*Executor, *queries.Catalog, *memory.Chec
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	seed(t, st, n)
+	nodetest.Seed(t, st.DB(), "hbs", n)
 	cat, err := queries.LoadDir("../../queries/catalog")
 	if err != nil {
 		t.Fatal(err)

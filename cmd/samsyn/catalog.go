@@ -1,0 +1,128 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/samsyn/samsyn/cmd/internal/keyfile"
+	"github.com/samsyn/samsyn/queries"
+)
+
+const defaultCatalogDir = "queries/catalog"
+
+func catalogDir(args []string) string {
+	if len(args) > 0 {
+		return args[0]
+	}
+	return defaultCatalogDir
+}
+
+func newCatalogCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "catalog",
+		Short: "Check, hash, sign and verify the catalog of approved queries",
+	}
+	lint := &cobra.Command{
+		Use:   "lint [DIR]",
+		Short: "Validate every entry (strict YAML, view against the schema, dimensions bound to code lists)",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := queries.LoadDir(catalogDir(args))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d entries valid\n", c.Dir, len(c.Entries))
+			return nil
+		},
+	}
+	hash := &cobra.Command{
+		Use:   "hash [DIR]",
+		Short: "Print each entry's content hash (SHA-256 of its canonical form)",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := queries.LoadDir(catalogDir(args))
+			if err != nil {
+				return err
+			}
+			for _, id := range c.IDs() {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s  %s\n", c.Entries[id].Hash(), id)
+			}
+			return nil
+		},
+	}
+	var keyPath string
+	sign := &cobra.Command{
+		Use:   "sign --key AUTHORITY.key [DIR]",
+		Short: "Sign every entry with the catalog authority's key (writes DIR/" + queries.SignaturesFile + ")",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if keyPath == "" {
+				return errors.New("--key is required")
+			}
+			key, err := keyfile.LoadPrivate(keyPath)
+			if err != nil {
+				return err
+			}
+			c, err := queries.LoadDir(catalogDir(args))
+			if err != nil {
+				return err
+			}
+			if err := queries.WriteSignatures(c.Dir, queries.Sign(c, key, time.Now())); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "signed %d entries in %s\n", len(c.Entries), c.Dir)
+			return nil
+		},
+	}
+	sign.Flags().StringVar(&keyPath, "key", "", "the catalog authority's private key (PEM, mode 0600)")
+	var pubPath string
+	verify := &cobra.Command{
+		Use:   "verify --pub AUTHORITY.pub [DIR]",
+		Short: "Check that every entry is signed by the catalog authority over its current content",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if pubPath == "" {
+				return errors.New("--pub is required")
+			}
+			pub, err := keyfile.LoadPublic(pubPath)
+			if err != nil {
+				return err
+			}
+			c, _, err := queries.LoadSigned(catalogDir(args), pub)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d entries signed by the catalog authority\n", c.Dir, len(c.Entries))
+			return nil
+		},
+	}
+	verify.Flags().StringVar(&pubPath, "pub", "", "the catalog authority's public key (PEM)")
+	cmd.AddCommand(lint, hash, sign, verify)
+	return cmd
+}
+
+func newKeysCmd(g *globals) *cobra.Command {
+	var out string
+	cmd := &cobra.Command{
+		Use:   "keygen --out PREFIX",
+		Short: "Create an ed25519 signing key pair (PREFIX.key with mode 0600, PREFIX.pub)",
+		Long: "Create a signing key for the catalog authority, an association's data owner, or the\n" +
+			"coordinator's tickets. Keep the .key file private; hand out the .pub file.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if out == "" {
+				return errors.New("--out is required")
+			}
+			if _, err := keyfile.Generate(out+".key", out+".pub"); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "wrote %s.key (private, 0600) and %s.pub\n", out, out)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&out, "out", "", "path prefix of the key files")
+	return cmd
+}

@@ -1,0 +1,226 @@
+package flightsrv
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/apache/arrow/go/v17/arrow/flight"
+	"github.com/apache/arrow/go/v17/arrow/ipc"
+	"github.com/apache/arrow/go/v17/arrow/memory"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/samsyn/samsyn/node/executor"
+	"github.com/samsyn/samsyn/queries"
+	"github.com/samsyn/samsyn/queries/audit"
+	"github.com/samsyn/samsyn/queries/disclosure"
+	"github.com/samsyn/samsyn/queries/wire"
+	"github.com/samsyn/samsyn/queries/wire/mtls"
+	"github.com/samsyn/samsyn/schemas"
+)
+
+// Runner runs a catalog query and returns the protected table.
+type Runner interface {
+	Run(ctx context.Context, e *queries.Entry, b queries.Bound) (*executor.Result, error)
+}
+
+// Auditor appends to the node's audit log.
+type Auditor interface {
+	Append(ctx context.Context, e audit.Entry) (audit.Entry, error)
+}
+
+var _ Runner = (*executor.Executor)(nil)
+var _ Auditor = (*audit.Writer)(nil)
+
+// Options configure the service.
+type Options struct {
+	NodeID      string
+	Association string
+	Catalog     *queries.Catalog // the verified, signed catalog
+	Runner      Runner
+	Audit       Auditor
+	// Verifier holds the keys and the nonce store; the service fills in Association,
+	// Catalog and Allowed from its own catalog and policy.
+	Verifier   wire.Verifier
+	Allowed    func(queryID string) error // the node's own policy on which queries it answers; nil allows all
+	Allocator  memory.Allocator
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Server implements flight.FlightServer for DoGet.
+type Server struct {
+	flight.BaseFlightServer
+	opts     Options
+	logger   *slog.Logger
+	requests *prometheus.CounterVec
+}
+
+// New returns the service.
+func New(opts Options) (*Server, error) {
+	if opts.Catalog == nil || opts.Runner == nil || opts.Audit == nil {
+		return nil, errors.New("flight service: catalog, runner and audit are required")
+	}
+	if opts.Allocator == nil {
+		opts.Allocator = memory.DefaultAllocator
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Registerer == nil {
+		opts.Registerer = prometheus.NewRegistry()
+	}
+	v := &opts.Verifier
+	v.Association = opts.Association
+	v.Catalog = func(id string) (string, bool) {
+		e, ok := opts.Catalog.Get(id)
+		if !ok {
+			return "", false
+		}
+		return e.Hash(), true
+	}
+	allowed := opts.Allowed
+	v.Allowed = func(id, _ string) error {
+		if allowed == nil {
+			return nil
+		}
+		return allowed(id)
+	}
+	s := &Server{opts: opts, logger: opts.Logger.With("component", "flight")}
+	s.requests = promauto.With(opts.Registerer).NewCounterVec(prometheus.CounterOpts{
+		Name: "samsyn_node_flight_requests_total", Help: "DoGet requests by result (released, refused, error) and reason.",
+	}, []string{"result", "reason"})
+	return s, nil
+}
+
+// peerIdentity names the verified client for the audit log.
+func peerIdentity(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return "unknown"
+	}
+	if ti, ok := p.AuthInfo.(credentials.TLSInfo); ok && len(ti.State.PeerCertificates) > 0 {
+		if ids := mtls.Identities(ti.State.PeerCertificates[0]); len(ids) > 0 {
+			return ids[0]
+		}
+	}
+	return "unauthenticated"
+}
+
+func paramsText(p map[string]string) string {
+	keys := make([]string, 0, len(p))
+	for k := range p {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + p[k]
+	}
+	return strings.Join(parts, "&")
+}
+
+// refuse audits a refusal and returns the gRPC error the caller sees.
+func (s *Server) refuse(ctx context.Context, actor string, t *wire.Ticket, code codes.Code, reason string, detail error) error {
+	fields := map[string]string{"reason": reason}
+	if t != nil {
+		fields["study"], fields["query"], fields["query_hash"] = t.StudyID, t.QueryID, t.QueryHash
+		fields["params"], fields["nonce"] = paramsText(t.Params), hex.EncodeToString(t.Nonce)
+	}
+	if _, err := s.opts.Audit.Append(ctx, audit.Entry{Actor: actor, Action: "refuse", Fields: fields}); err != nil {
+		s.logger.Error("audit append failed", "err", err)
+		return status.Error(codes.Internal, "audit log unavailable: refusing to answer")
+	}
+	s.requests.WithLabelValues("refused", reason).Inc()
+	s.logger.Info("request refused", "actor", actor, "reason", reason)
+	msg := reason
+	if detail != nil {
+		msg = reason + ": " + detail.Error()
+	}
+	return status.Error(code, msg)
+}
+
+// DoGet verifies the ticket, runs the query and streams the protected table.
+func (s *Server) DoGet(tkt *flight.Ticket, stream flight.FlightService_DoGetServer) error {
+	ctx := stream.Context()
+	actor := peerIdentity(ctx)
+	t, err := wire.Verify(ctx, tkt.GetTicket(), s.opts.Verifier)
+	if err != nil {
+		return s.refuse(ctx, actor, nil, codes.PermissionDenied, wire.Reason(err), err)
+	}
+	e, ok := s.opts.Catalog.Get(t.QueryID)
+	if !ok {
+		return s.refuse(ctx, actor, t, codes.PermissionDenied, "hash_mismatch", nil)
+	}
+	bound, err := e.Bind(t.Params)
+	if err != nil {
+		return s.refuse(ctx, actor, t, codes.InvalidArgument, "bad_params", err)
+	}
+	res, err := s.opts.Runner.Run(ctx, e, bound)
+	switch {
+	case errors.Is(err, disclosure.ErrTooSparse):
+		return s.refuse(ctx, actor, t, codes.FailedPrecondition, "too_sparse", err)
+	case errors.Is(err, executor.ErrTimeout):
+		return s.refuse(ctx, actor, t, codes.DeadlineExceeded, "timeout", nil)
+	case err != nil:
+		s.requests.WithLabelValues("error", "").Inc()
+		s.logger.Error("query failed", "query", t.QueryID, "err", err)
+		return s.refuse(ctx, actor, t, codes.Internal, "error", nil)
+	}
+	defer res.Table.Release()
+
+	rep, _ := json.Marshal(res.Report)
+	entry, err := s.opts.Audit.Append(ctx, audit.Entry{Actor: actor, Action: "release", Fields: map[string]string{
+		"study": t.StudyID, "query": t.QueryID, "query_hash": t.QueryHash, "params": paramsText(t.Params),
+		"nonce": hex.EncodeToString(t.Nonce), "snapshot": res.Snapshot, "cells": strconv.Itoa(res.Report.Cells),
+		"suppressed": strconv.Itoa(res.Report.Suppressed), "report": string(rep),
+	}})
+	if err != nil {
+		s.logger.Error("audit append failed", "err", err)
+		return status.Error(codes.Internal, "audit log unavailable: refusing to answer")
+	}
+	rec := withProvenance(res.Table, map[string]string{
+		wire.MetaNode: s.opts.NodeID, wire.MetaAssociation: s.opts.Association, wire.MetaStudy: t.StudyID,
+		wire.MetaQueryID: t.QueryID, wire.MetaQueryHash: t.QueryHash, wire.MetaSnapshot: res.Snapshot,
+		wire.MetaSchemaVersion: strconv.Itoa(schemas.Version), "samsyn.audit_seq": strconv.FormatInt(entry.Seq, 10),
+	})
+	defer rec.Release()
+	w := flight.NewRecordWriter(stream, ipc.WithSchema(rec.Schema()), ipc.WithAllocator(s.opts.Allocator))
+	defer w.Close()
+	if err := ctx.Err(); err != nil {
+		return status.FromContextError(err).Err()
+	}
+	if err := w.Write(rec); err != nil {
+		return fmt.Errorf("stream release: %w", err)
+	}
+	s.requests.WithLabelValues("released", "").Inc()
+	s.logger.Info("released", "study", t.StudyID, "query", t.QueryID, "cells", res.Report.Cells, "suppressed", res.Report.Suppressed, "elapsed", res.Elapsed.Round(time.Microsecond))
+	return nil
+}
+
+// withProvenance returns rec with extra schema metadata.
+func withProvenance(rec arrow.Record, extra map[string]string) arrow.Record {
+	md := rec.Schema().Metadata()
+	keys, vals := append([]string{}, md.Keys()...), append([]string{}, md.Values()...)
+	for k, v := range extra {
+		keys, vals = append(keys, k), append(vals, v)
+	}
+	m := arrow.NewMetadata(keys, vals)
+	sc := arrow.NewSchema(rec.Schema().Fields(), &m)
+	cols := rec.Columns()
+	return array.NewRecord(sc, cols, rec.NumRows())
+}

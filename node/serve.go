@@ -1,0 +1,122 @@
+package node
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+
+	"github.com/apache/arrow/go/v17/arrow/flight"
+	"github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/samsyn/samsyn/node/config"
+	"github.com/samsyn/samsyn/node/executor"
+	"github.com/samsyn/samsyn/node/flightsrv"
+	"github.com/samsyn/samsyn/node/store"
+	"github.com/samsyn/samsyn/queries"
+	"github.com/samsyn/samsyn/queries/audit"
+	"github.com/samsyn/samsyn/queries/wire"
+)
+
+// Options are what a serving node needs beyond its config: the material main loads from
+// key and certificate files.
+type Options struct {
+	Config         *config.Config
+	Secret         []byte
+	TLS            *tls.Config // mutual TLS that admits only the coordinator
+	CatalogKey     ed25519.PublicKey
+	TicketKeys     []ed25519.PublicKey
+	AssociationKey ed25519.PublicKey
+	Logger         *slog.Logger
+	Registerer     prometheus.Registerer
+	// Listening, if set, is told the Flight address once the node listens.
+	Listening func(addr string)
+	// Ready is told when the node is ready to answer and when it stops being ready.
+	Ready func(bool)
+}
+
+// Serve runs the node until ctx is done: the store, the signed catalog, the audit log, the
+// executor and the Flight service over mutual TLS, with a gRPC health service beside it.
+func Serve(ctx context.Context, o Options) error {
+	cfg := o.Config
+	if o.TLS == nil {
+		return errors.New("serve: mutual TLS is required")
+	}
+	if o.Ready == nil {
+		o.Ready = func(bool) {}
+	}
+	logger := o.Logger.With("node", cfg.Association)
+	cat, _, err := queries.LoadSigned(cfg.Abs(cfg.Catalog.Dir), o.CatalogKey)
+	if err != nil {
+		return err
+	}
+	st, err := store.Open(ctx, cfg.StorePath())
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	log, err := audit.Open(cfg.Abs(cfg.AuditLog))
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	x, err := executor.New(ctx, st, executor.Options{
+		Association: cfg.Association, Secret: o.Secret, Policy: cfg.EffectivePolicy(),
+		Timeout: cfg.Query.Timeout, MemoryLimit: cfg.Query.MemoryLimit, Logger: logger, Registerer: o.Registerer,
+	})
+	if err != nil {
+		return err
+	}
+	defer x.Close()
+	keys := map[string]ed25519.PublicKey{}
+	for _, k := range o.TicketKeys {
+		keys[wire.KeyID(k)] = k
+	}
+	svc, err := flightsrv.New(flightsrv.Options{
+		NodeID: cfg.Association, Association: cfg.Association, Catalog: cat, Runner: x, Audit: log,
+		Verifier: wire.Verifier{Coordinators: keys, CatalogKey: o.CatalogKey, AssociationKey: o.AssociationKey,
+			Nonces: wire.NewMemoryNonces(wire.DefaultMaxNonces)},
+		Logger: logger, Registerer: o.Registerer,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	srv := flight.NewServerWithMiddleware(nil, grpc.Creds(credentials.NewTLS(o.TLS)))
+	srv.RegisterFlightService(svc)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(srv, hs)
+	srv.InitListener(ln)
+	if o.Listening != nil {
+		o.Listening(ln.Addr().String())
+	}
+
+	var g run.Group
+	g.Add(func() error {
+		hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+		o.Ready(true)
+		logger.Info("node serving", "flight", ln.Addr().String(), "queries", len(cat.Entries))
+		return srv.Serve()
+	}, func(error) {
+		o.Ready(false)
+		hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+		srv.Shutdown()
+	})
+	stop, cancel := context.WithCancel(ctx)
+	g.Add(func() error {
+		<-stop.Done()
+		return nil
+	}, func(error) { cancel() })
+	return g.Run()
+}

@@ -1,0 +1,247 @@
+package node
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/apache/arrow/go/v17/arrow/memory"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/samsyn/samsyn/coordinator/nodeclient"
+	"github.com/samsyn/samsyn/node/config"
+	"github.com/samsyn/samsyn/node/nodetest"
+	"github.com/samsyn/samsyn/node/store"
+	"github.com/samsyn/samsyn/queries"
+	"github.com/samsyn/samsyn/queries/audit"
+	"github.com/samsyn/samsyn/queries/disclosure"
+	"github.com/samsyn/samsyn/queries/wire"
+	"github.com/samsyn/samsyn/queries/wire/mtls"
+)
+
+// federation is one node served for real, and the keys and certificates around it.
+type federation struct {
+	dir                           string
+	addr                          string
+	catalog                       *queries.Catalog
+	sigs                          queries.Signatures
+	ticketKey, assocKey, otherKey ed25519.PrivateKey
+	coordTLS, intruderTLS         mtls.Files
+	cfg                           *config.Config
+}
+
+func issue(t *testing.T, ca *mtls.CA, caFile, dir, name, identity string) mtls.Files {
+	t.Helper()
+	leaf, err := ca.Issue(identity, []string{"127.0.0.1"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := mtls.Files{CA: caFile, Cert: filepath.Join(dir, name+".pem"), Key: filepath.Join(dir, name+"-key.pem")}
+	if err := mtls.WriteFiles(f.Cert, leaf.CertPEM, f.Key, leaf.KeyPEM); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func startNode(t *testing.T) *federation {
+	t.Helper()
+	f := &federation{dir: t.TempDir()}
+	ca, err := mtls.NewCA("test", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(f.dir, "ca.pem")
+	os.WriteFile(caFile, ca.PEM, 0o644)
+	nodeTLS := issue(t, ca, caFile, f.dir, "node", mtls.NodeIdentity("hbs"))
+	f.coordTLS = issue(t, ca, caFile, f.dir, "coord", mtls.CoordinatorIdentity("region"))
+	f.intruderTLS = issue(t, ca, caFile, f.dir, "intruder", mtls.NodeIdentity("varna"))
+
+	authPub, authKey, _ := ed25519.GenerateKey(nil)
+	ticketPub, ticketKey, _ := ed25519.GenerateKey(nil)
+	assocPub, assocKey, _ := ed25519.GenerateKey(nil)
+	_, otherKey, _ := ed25519.GenerateKey(nil)
+	f.ticketKey, f.assocKey, f.otherKey = ticketKey, assocKey, otherKey
+
+	catDir := filepath.Join(f.dir, "catalog")
+	os.MkdirAll(catDir, 0o755)
+	files, _ := filepath.Glob("../queries/catalog/*.yaml")
+	for _, p := range files {
+		raw, _ := os.ReadFile(p)
+		os.WriteFile(filepath.Join(catDir, filepath.Base(p)), raw, 0o644)
+	}
+	f.catalog, err = queries.LoadDir(catDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.sigs = queries.Sign(f.catalog, authKey, time.Now())
+	if err := queries.WriteSignatures(catDir, f.sigs); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(f.dir, "node.yaml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf(`association: hbs
+listen: 127.0.0.1:0
+tls: {ca: %s, cert: %s, key: %s}
+coordinator: {identity: samsyn://coordinator/region, ticket_keys: [unused.pub]}
+catalog: {dir: catalog, authority_key: unused.pub}
+association_key: unused.pub
+`, caFile, nodeTLS.Cert, nodeTLS.Key)), 0o644)
+	f.cfg, err = config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.cfg.ValidateServe(); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(context.Background(), f.cfg.StorePath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodetest.Seed(t, st.DB(), "hbs", 700)
+	st.Close()
+
+	serverTLS, err := mtls.ServerConfig(nodeTLS, f.cfg.Coordinator.Identity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	listening := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- Serve(ctx, Options{Config: f.cfg, Secret: []byte("node-secret-0123456789abcdef0123"), TLS: serverTLS,
+			CatalogKey: authPub, TicketKeys: []ed25519.PublicKey{ticketPub}, AssociationKey: assocPub,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Listening: func(a string) { listening <- a }})
+	}()
+	select {
+	case f.addr = <-listening:
+	case err := <-done:
+		t.Fatalf("node did not start: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("node did not start in 30 s")
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return f
+}
+
+func (f *federation) client(t *testing.T, files mtls.Files) *nodeclient.Client {
+	t.Helper()
+	tlsConf, err := mtls.ClientConfig(files, mtls.NodeIdentity("hbs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := nodeclient.Dial("hbs", f.addr, tlsConf, memory.DefaultAllocator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// ticket builds a valid ticket for query id; mutate may spoil it.
+func (f *federation) ticket(t *testing.T, id string, mutate func(*wire.Ticket)) []byte {
+	t.Helper()
+	e, _ := f.catalog.Get(id)
+	params := map[string]string{"from": "2020-04-01", "to": "2022-09-30"}
+	tk := wire.Ticket{StudyID: "st-test", QueryID: id, QueryHash: e.Hash(), Params: params, CatalogSignature: f.sigs.Signature(id),
+		Association: "hbs", Approval: ed25519.Sign(f.assocKey, wire.ApprovalMessage("st-test", "hbs", id, e.Hash(), params)),
+		NotBefore: time.Now().Add(-time.Second), Expires: time.Now().Add(5 * time.Minute)}
+	tk.Nonce, _ = wire.NewNonce()
+	if mutate != nil {
+		mutate(&tk)
+	}
+	raw, err := wire.Sign(tk, f.ticketKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+func TestNodeFlightContract(t *testing.T) {
+	f := startNode(t)
+	c := f.client(t, f.coordTLS)
+	ctx := context.Background()
+	if err := c.Healthy(ctx); err != nil {
+		t.Fatalf("health: %v", err)
+	}
+
+	good := f.ticket(t, "exits_by_municipality", nil)
+	rel, err := c.Get(ctx, good)
+	if err != nil {
+		t.Fatalf("a valid ticket was refused: %v", err)
+	}
+	tab := rel.Table
+	if rel.Metadata[wire.MetaAssociation] != "hbs" || rel.Metadata[wire.MetaQueryID] != "exits_by_municipality" || rel.Metadata[wire.MetaSnapshot] == "" {
+		t.Fatalf("provenance: %v", rel.Metadata)
+	}
+	if tab.Schema().HasField(disclosure.ColCellKey) || tab.Schema().HasField("participant_key") {
+		t.Fatal("a key column left the node")
+	}
+	n := tab.Column(2).(*array.Int64)
+	for i := 0; i < int(tab.NumRows()); i++ {
+		if !n.IsNull(i) && n.Value(i) > 0 && n.Value(i) < 5 {
+			t.Fatalf("a small cell left the node: %d", n.Value(i))
+		}
+	}
+	if tab.NumRows() < 26*5 {
+		t.Fatalf("the frame has %d rows, expected every municipality × outcome", tab.NumRows())
+	}
+	tab.Release()
+
+	refusals := []struct {
+		name   string
+		ticket []byte
+		code   codes.Code
+		reason string
+	}{
+		{"replayed", good, codes.PermissionDenied, "replayed"},
+		{"expired", f.ticket(t, "outcome_by_method", func(tk *wire.Ticket) {
+			tk.NotBefore, tk.Expires = time.Now().Add(-20*time.Minute), time.Now().Add(-10*time.Minute)
+		}), codes.PermissionDenied, "expired"},
+		{"other association", f.ticket(t, "outcome_by_method", func(tk *wire.Ticket) { tk.Association = "varna" }), codes.PermissionDenied, "association_mismatch"},
+		{"approval by someone else", f.ticket(t, "outcome_by_method", func(tk *wire.Ticket) {
+			tk.Approval = ed25519.Sign(f.otherKey, wire.ApprovalMessage("st-test", "hbs", tk.QueryID, tk.QueryHash, tk.Params))
+		}), codes.PermissionDenied, "bad_approval"},
+		{"approval for other params", f.ticket(t, "outcome_by_method", func(tk *wire.Ticket) { tk.Params = map[string]string{"from": "2021-01-01", "to": "2021-12-31"} }), codes.PermissionDenied, "bad_approval"},
+		{"changed query", f.ticket(t, "outcome_by_method", func(tk *wire.Ticket) { tk.QueryHash = strings.Repeat("ab", 32) }), codes.PermissionDenied, "hash_mismatch"},
+		{"tampered", func() []byte {
+			raw := f.ticket(t, "outcome_by_method", nil)
+			raw[len(raw)/2] ^= 1
+			return raw
+		}(), codes.PermissionDenied, ""},
+	}
+	for _, r := range refusals {
+		_, err := c.Get(ctx, r.ticket)
+		if status.Code(err) != r.code || !strings.Contains(status.Convert(err).Message(), r.reason) {
+			t.Errorf("%s: got %v, want %s %s", r.name, err, r.code, r.reason)
+		}
+	}
+
+	if _, err := f.client(t, f.intruderTLS).Get(ctx, f.ticket(t, "outcome_by_method", nil)); err == nil {
+		t.Fatal("a node certificate was served as the coordinator")
+	}
+
+	n2, err := audit.VerifyFile(f.cfg.Abs(f.cfg.AuditLog))
+	if err != nil {
+		t.Fatalf("audit chain: %v", err)
+	}
+	if n2 != int64(1+len(refusals)) {
+		t.Fatalf("%d audit entries, want %d (one release, every refusal)", n2, 1+len(refusals))
+	}
+	raw, _ := os.ReadFile(f.cfg.Abs(f.cfg.AuditLog))
+	if strings.Count(string(raw), `"action":"release"`) != 1 || strings.Count(string(raw), `"action":"refuse"`) != len(refusals) {
+		t.Fatalf("audit log:\n%s", raw)
+	}
+}
