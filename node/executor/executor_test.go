@@ -20,7 +20,6 @@ import (
 
 var secret = []byte("executor-test-secret-0123456789a")
 
-
 func newExecutor(t testing.TB, n int) (*Executor, *queries.Catalog, *memory.CheckedAllocator) {
 	t.Helper()
 	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "store.duckdb"))

@@ -39,5 +39,3 @@ func Seed(t testing.TB, db *sql.DB, association string, n int) {
 		}
 	}
 }
-
-
