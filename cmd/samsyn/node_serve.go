@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+
+	"github.com/oklog/run"
+	"github.com/spf13/cobra"
+
+	"github.com/samsyn/samsyn/cmd/internal/keyfile"
+	"github.com/samsyn/samsyn/cmd/internal/proc"
+	"github.com/samsyn/samsyn/node"
+	"github.com/samsyn/samsyn/node/config"
+	"github.com/samsyn/samsyn/queries/audit"
+	"github.com/samsyn/samsyn/queries/wire/mtls"
+)
+
+func newNodeServeCmd(g *globals) *cobra.Command {
+	var cfgPath string
+	cmd := &cobra.Command{
+		Use:   "serve --config node.yaml",
+		Short: "Serve approved catalog queries to the coordinator over Arrow Flight with mutual TLS",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfgPath == "" {
+				return errors.New("--config is required")
+			}
+			logger, err := g.logger()
+			if err != nil {
+				return err
+			}
+			cfg, err := config.Load(cfgPath)
+			if err != nil {
+				return err
+			}
+			if err := cfg.ValidateServe(); err != nil {
+				return err
+			}
+			secret, err := cfg.ReadSecret()
+			if err != nil {
+				return err
+			}
+			catKey, err := keyfile.LoadPublic(cfg.Abs(cfg.Catalog.AuthorityKey))
+			if err != nil {
+				return err
+			}
+			assocKey, err := keyfile.LoadPublic(cfg.Abs(cfg.AssociationKey))
+			if err != nil {
+				return err
+			}
+			var ticketKeys []ed25519.PublicKey
+			for _, p := range cfg.Coordinator.TicketKeys {
+				k, err := keyfile.LoadPublic(cfg.Abs(p))
+				if err != nil {
+					return err
+				}
+				ticketKeys = append(ticketKeys, k)
+			}
+			tlsConf, err := mtls.ServerConfig(mtls.Files{CA: cfg.Abs(cfg.TLS.CA), Cert: cfg.Abs(cfg.TLS.Cert), Key: cfg.Abs(cfg.TLS.Key)}, cfg.Coordinator.Identity)
+			if err != nil {
+				return err
+			}
+			reg := proc.NewRegistry()
+			ready := &proc.Readiness{}
+			hs, err := proc.NewHealthServer(cfg.HealthListen, reg, ready)
+			if err != nil {
+				return err
+			}
+			ctx, stop := proc.SignalContext(cmd.Context())
+			defer stop()
+			ctx, cancel := context.WithCancel(ctx)
+			var g run.Group
+			g.Add(func() error {
+				return node.Serve(ctx, node.Options{Config: cfg, Secret: secret, TLS: tlsConf, CatalogKey: catKey,
+					TicketKeys: ticketKeys, AssociationKey: assocKey, Logger: logger, Registerer: reg, Ready: ready.Set,
+					Listening: func(addr string) {
+						logger.Info("listening", "flight", addr, "health", hs.Addr())
+						fmt.Fprintf(cmd.OutOrStdout(), "node %s listening on %s (health %s)\n", cfg.Association, addr, hs.Addr())
+					}})
+			}, func(error) { cancel() })
+			g.Add(func() error { return hs.Run(ctx) }, func(error) { cancel() })
+			return g.Run()
+		},
+	}
+	cmd.Flags().StringVar(&cfgPath, "config", "", "the node's node.yaml")
+	return cmd
+}
+
+func newNodeAuditCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "audit", Short: "Inspect the node's audit log"}
+	var cfgPath, file string
+	verify := &cobra.Command{
+		Use:   "verify (--config node.yaml | --file audit.log)",
+		Short: "Check the audit log's hash chain: any modified, removed, inserted or reordered line is named",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			path := file
+			if path == "" {
+				if cfgPath == "" {
+					return errors.New("--config or --file is required")
+				}
+				cfg, err := config.Load(cfgPath)
+				if err != nil {
+					return err
+				}
+				path = cfg.Abs(cfg.AuditLog)
+			}
+			n, err := audit.VerifyFile(path)
+			if err != nil {
+				return fmt.Errorf("%s: %w", path, err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d entries, hash chain intact\n", path, n)
+			return nil
+		},
+	}
+	verify.Flags().StringVar(&cfgPath, "config", "", "the node's node.yaml")
+	verify.Flags().StringVar(&file, "file", "", "an audit log file")
+	cmd.AddCommand(verify)
+	return cmd
+}
