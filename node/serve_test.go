@@ -12,12 +12,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
-	"github.com/apache/arrow/go/v17/arrow/memory"
+	"github.com/apache/arrow/go/v17/arrow/flight"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
-	"github.com/samsyn/samsyn/coordinator/nodeclient"
 	"github.com/samsyn/samsyn/node/config"
 	"github.com/samsyn/samsyn/node/nodetest"
 	"github.com/samsyn/samsyn/node/store"
@@ -136,18 +139,60 @@ association_key: unused.pub
 	return f
 }
 
-func (f *federation) client(t *testing.T, files mtls.Files) *nodeclient.Client {
+// client is a plain Flight client, as any coordinator would hold: the node's tests do not
+// import the coordinator.
+type client struct {
+	conn   *grpc.ClientConn
+	flight flight.Client
+}
+
+type release struct {
+	Table    arrow.Record
+	Metadata map[string]string
+}
+
+func (f *federation) client(t *testing.T, files mtls.Files) *client {
 	t.Helper()
 	tlsConf, err := mtls.ClientConfig(files, mtls.NodeIdentity("hbs"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := nodeclient.Dial("hbs", f.addr, tlsConf, memory.DefaultAllocator)
+	conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	t.Cleanup(func() { conn.Close() })
+	return &client{conn: conn, flight: flight.NewClientFromConn(conn, nil)}
+}
+
+func (c *client) Healthy(ctx context.Context) error {
+	resp, err := healthpb.NewHealthClient(c.conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	if err == nil && resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		err = fmt.Errorf("status %s", resp.GetStatus())
+	}
+	return err
+}
+
+func (c *client) Get(ctx context.Context, ticket []byte) (*release, error) {
+	stream, err := c.flight.DoGet(ctx, &flight.Ticket{Ticket: ticket})
+	if err != nil {
+		return nil, err
+	}
+	rd, err := flight.NewRecordReader(stream)
+	if err != nil {
+		return nil, err
+	}
+	defer rd.Release()
+	if !rd.Next() {
+		return nil, fmt.Errorf("no record: %v", rd.Err())
+	}
+	rec := rd.Record()
+	rec.Retain()
+	md := map[string]string{}
+	for i, k := range rd.Schema().Metadata().Keys() {
+		md[k] = rd.Schema().Metadata().Values()[i]
+	}
+	return &release{Table: rec, Metadata: md}, nil
 }
 
 // ticket builds a valid ticket for query id; mutate may spoil it.
