@@ -1,0 +1,583 @@
+package coordinator
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/apache/arrow/go/v17/arrow/ipc"
+	"github.com/apache/arrow/go/v17/arrow/memory"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/samsyn/samsyn/coordinator/fanout"
+	"github.com/samsyn/samsyn/coordinator/merge"
+	"github.com/samsyn/samsyn/coordinator/state"
+	"github.com/samsyn/samsyn/coordinator/study"
+	"github.com/samsyn/samsyn/queries"
+	"github.com/samsyn/samsyn/queries/audit"
+	"github.com/samsyn/samsyn/queries/disclosure"
+	"github.com/samsyn/samsyn/queries/wire"
+)
+
+// Node is one node of the federation as the coordinator knows it.
+type Node struct {
+	Association string
+	Client      fanout.Node
+	ApprovalKey ed25519.PublicKey // the association's data owner
+	Health      func(ctx context.Context) error
+}
+
+// Options configure a Coordinator.
+type Options struct {
+	ID         string
+	Store      *state.Store
+	Catalog    *queries.Catalog
+	Signatures queries.Signatures
+	Nodes      []Node
+	TicketKey  ed25519.PrivateKey
+	Policy     disclosure.Policy
+	FanOut     fanout.Options
+	TicketTTL  time.Duration // 5 min when zero
+	MaxRows    int           // output check; 100,000 when zero
+	MaxBytes   int           // output check; 32 MiB when zero
+	Audit      *audit.Writer
+	Allocator  memory.Allocator
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Coordinator runs studies across the federation.
+type Coordinator struct {
+	o        Options
+	logger   *slog.Logger
+	nodes    map[string]Node
+	wake     chan struct{}
+	mu       sync.Mutex
+	progress map[string]map[string]NodeProgress // study -> association -> progress
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+
+	studies    *prometheus.CounterVec
+	fanSeconds prometheus.Histogram
+	nodeSecs   *prometheus.HistogramVec
+	nodeErrors *prometheus.CounterVec
+	released   prometheus.Counter
+	suppressed prometheus.Counter
+}
+
+// NodeProgress is how far one node has come with a running study.
+type NodeProgress struct {
+	State    string    `json:"state"` // waiting, running, retrying, done, failed
+	Attempts int       `json:"attempts"`
+	Error    string    `json:"error,omitempty"`
+	At       time.Time `json:"at"`
+}
+
+// New returns a Coordinator; call Start to run studies.
+func New(o Options) (*Coordinator, error) {
+	if o.Store == nil || o.Catalog == nil || len(o.TicketKey) == 0 {
+		return nil, errors.New("coordinator: store, catalog and ticket key are required")
+	}
+	pol, err := o.Policy.Prepared()
+	if err != nil {
+		return nil, err
+	}
+	o.Policy = pol
+	if o.TicketTTL <= 0 {
+		o.TicketTTL = 5 * time.Minute
+	}
+	if o.MaxRows <= 0 {
+		o.MaxRows = 100_000
+	}
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = 32 << 20
+	}
+	if o.Allocator == nil {
+		o.Allocator = memory.DefaultAllocator
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Registerer == nil {
+		o.Registerer = prometheus.NewRegistry()
+	}
+	c := &Coordinator{o: o, logger: o.Logger.With("component", "coordinator"), nodes: map[string]Node{},
+		wake: make(chan struct{}, 1), progress: map[string]map[string]NodeProgress{}}
+	for _, n := range o.Nodes {
+		c.nodes[n.Association] = n
+	}
+	f := promauto.With(o.Registerer)
+	c.studies = f.NewCounterVec(prometheus.CounterOpts{Name: "samsyn_coordinator_study_transitions_total", Help: "Studies entering each state."}, []string{"state"})
+	c.fanSeconds = f.NewHistogram(prometheus.HistogramOpts{Name: "samsyn_coordinator_fanout_duration_seconds", Help: "Time to fan one query out to all nodes.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)})
+	c.nodeSecs = f.NewHistogramVec(prometheus.HistogramOpts{Name: "samsyn_coordinator_node_latency_seconds", Help: "Time for a node to answer one query.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}, []string{"association"})
+	c.nodeErrors = f.NewCounterVec(prometheus.CounterOpts{Name: "samsyn_coordinator_node_errors_total", Help: "Failed node requests after retries."}, []string{"association"})
+	c.released = f.NewCounter(prometheus.CounterOpts{Name: "samsyn_coordinator_results_released_total", Help: "Query results released."})
+	c.suppressed = f.NewCounter(prometheus.CounterOpts{Name: "samsyn_coordinator_cells_suppressed_total", Help: "Cells suppressed after merging."})
+	return c, nil
+}
+
+// Federation lists the associations with a node.
+func (c *Coordinator) Federation() []string {
+	out := make([]string, 0, len(c.o.Nodes))
+	for _, n := range c.o.Nodes {
+		out = append(out, n.Association)
+	}
+	return out
+}
+
+// Catalog is the signed catalog.
+func (c *Coordinator) Catalog() *queries.Catalog { return c.o.Catalog }
+
+// Nodes lists the nodes.
+func (c *Coordinator) Nodes() []Node { return c.o.Nodes }
+
+// Policy is the disclosure policy applied to merged cells.
+func (c *Coordinator) Policy() disclosure.Policy { return c.o.Policy }
+
+func (c *Coordinator) audit(ctx context.Context, actor, action string, fields map[string]string) {
+	if c.o.Audit == nil {
+		return
+	}
+	if _, err := c.o.Audit.Append(ctx, audit.Entry{Actor: actor, Action: action, Fields: fields}); err != nil {
+		c.logger.Error("audit append failed", "action", action, "err", err)
+	}
+}
+
+func (c *Coordinator) move(ctx context.Context, id string, from, to study.State, actor, note string) error {
+	if err := c.o.Store.Move(ctx, id, from, to, actor, note); err != nil {
+		return err
+	}
+	c.studies.WithLabelValues(string(to)).Inc()
+	c.audit(ctx, actor, "study."+string(to), map[string]string{"study": id, "note": note})
+	return nil
+}
+
+// Submit validates and stores a study, then asks the associations for approval.
+func (c *Coordinator) Submit(ctx context.Context, r *study.Request, evaluator string) (*study.Study, error) {
+	s, err := study.Validate(r, c.o.Catalog, c.Federation(), evaluator, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	if err := c.o.Store.CreateStudy(ctx, s, evaluator); err != nil {
+		return nil, err
+	}
+	c.studies.WithLabelValues(string(study.Submitted)).Inc()
+	c.audit(ctx, evaluator, "study.submitted", map[string]string{"study": s.ID, "queries": fmt.Sprint(len(s.Queries))})
+	if err := c.move(ctx, s.ID, study.Submitted, study.AwaitingApproval, "coordinator", ""); err != nil {
+		return nil, err
+	}
+	s.State = study.AwaitingApproval
+	return s, nil
+}
+
+// ErrForbidden is returned when a principal may not act on a study.
+var ErrForbidden = errors.New("forbidden")
+
+// Decide records an association's approval or refusal; when every association has decided,
+// the study runs on those that approved, or is refused if none did.
+func (c *Coordinator) Decide(ctx context.Context, id string, a study.Approval) error {
+	s, err := c.o.Store.Study(ctx, id)
+	if err != nil {
+		return err
+	}
+	if !slices.Contains(s.Associations, a.Association) {
+		return fmt.Errorf("%w: study %s does not involve %s", ErrForbidden, id, a.Association)
+	}
+	if s.State != study.AwaitingApproval {
+		return fmt.Errorf("%w: study %s is %s, not awaiting approval", state.ErrConflict, id, s.State)
+	}
+	n, ok := c.nodes[a.Association]
+	if !ok {
+		return fmt.Errorf("no node for %s", a.Association)
+	}
+	if err := study.CheckApproval(s, a, n.ApprovalKey); err != nil {
+		return err
+	}
+	a.At = time.Now().UTC()
+	if err := c.o.Store.PutApproval(ctx, id, a); err != nil {
+		return err
+	}
+	c.audit(ctx, a.Actor, "study."+string(a.Decision), map[string]string{"study": id, "association": a.Association, "reason": a.Reason})
+	decided, err := c.o.Store.Approvals(ctx, id)
+	if err != nil {
+		return err
+	}
+	if len(decided) < len(s.Associations) {
+		return nil
+	}
+	approved := 0
+	for _, d := range decided {
+		if d.Decision == study.Approve {
+			approved++
+		}
+	}
+	if approved == 0 {
+		return c.move(ctx, id, study.AwaitingApproval, study.Refused, "coordinator", "every association refused")
+	}
+	if err := c.move(ctx, id, study.AwaitingApproval, study.Running, "coordinator", fmt.Sprintf("%d of %d associations approved", approved, len(s.Associations))); err != nil {
+		return err
+	}
+	c.Wake()
+	return nil
+}
+
+// Wake asks the worker to look for running studies.
+func (c *Coordinator) Wake() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Start runs the worker until Stop. It first resumes every study a previous run left in
+// running or checking, so a restart loses nothing.
+func (c *Coordinator) Start(ctx context.Context) {
+	ctx, c.cancel = context.WithCancel(ctx)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.Wake()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-c.wake:
+			}
+			for {
+				pending, err := c.o.Store.Studies(ctx, "", study.Running, study.Checking)
+				if err != nil {
+					c.logger.Error("list running studies", "err", err)
+					break
+				}
+				if len(pending) == 0 || ctx.Err() != nil {
+					break
+				}
+				for _, s := range pending {
+					if err := c.process(ctx, s); err != nil && ctx.Err() == nil {
+						c.logger.Error("study failed", "study", s.ID, "err", err)
+					}
+				}
+			}
+		}
+	}()
+}
+
+// Stop stops the worker and waits for it.
+func (c *Coordinator) Stop() {
+	if c.cancel != nil {
+		c.cancel()
+	}
+	c.wg.Wait()
+}
+
+// Progress returns the live per-node progress of a running study.
+func (c *Coordinator) Progress(id string) map[string]NodeProgress {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]NodeProgress{}
+	for k, v := range c.progress[id] {
+		out[k] = v
+	}
+	return out
+}
+
+func (c *Coordinator) setProgress(id, assoc string, p NodeProgress) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.progress[id] == nil {
+		c.progress[id] = map[string]NodeProgress{}
+	}
+	p.At = time.Now().UTC()
+	c.progress[id][assoc] = p
+}
+
+// process takes a running (or checking) study to its end.
+func (c *Coordinator) process(ctx context.Context, s *study.Study) error {
+	approvals, err := c.o.Store.Approvals(ctx, s.ID)
+	if err != nil {
+		return err
+	}
+	approved := map[string]study.Approval{}
+	var order []string
+	for _, a := range approvals {
+		if a.Decision == study.Approve {
+			approved[a.Association] = a
+			order = append(order, a.Association)
+		}
+	}
+	if s.State == study.Running {
+		missing, err := c.dispatch(ctx, s, approved, order)
+		if err != nil {
+			return err
+		}
+		if len(missing) > 0 && s.OnNodeFailure == study.OnFailureFail {
+			return c.move(ctx, s.ID, study.Running, study.Failed, "coordinator", "no answer from "+fmt.Sprint(missing))
+		}
+		if err := c.move(ctx, s.ID, study.Running, study.Checking, "coordinator", ""); err != nil {
+			return err
+		}
+	}
+	if err := c.check(ctx, s, order); err != nil {
+		if errors.Is(err, errCheck) {
+			return c.move(ctx, s.ID, study.Checking, study.Failed, "coordinator", err.Error())
+		}
+		return err
+	}
+	return c.move(ctx, s.ID, study.Checking, study.Released, "coordinator", "")
+}
+
+// dispatch asks every approving node for every query it has not yet answered, and returns
+// the associations that failed to answer some query.
+func (c *Coordinator) dispatch(ctx context.Context, s *study.Study, approved map[string]study.Approval, order []string) ([]string, error) {
+	done, err := c.o.Store.Dispatches(ctx, s.ID)
+	if err != nil {
+		return nil, err
+	}
+	have := map[[2]string]bool{}
+	for _, d := range done {
+		if d.State == state.DispatchReleased {
+			have[[2]string{fmt.Sprint(d.QueryIndex), d.Association}] = true
+		}
+	}
+	failed := map[string]bool{}
+	// A fan-out under way finishes and is stored even when the coordinator is stopping, so
+	// no node that answered is asked again; stopping takes effect between queries.
+	work := context.WithoutCancel(ctx)
+	for qi, q := range s.Queries {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		catSig := c.o.Signatures.Signature(q.ID)
+		var targets []fanout.Target
+		for _, assoc := range order {
+			if have[[2]string{fmt.Sprint(qi), assoc}] {
+				continue
+			}
+			n, ok := c.nodes[assoc]
+			if !ok {
+				failed[assoc] = true
+				continue
+			}
+			c.setProgress(s.ID, assoc, NodeProgress{State: "waiting"})
+			tkt := wire.Ticket{StudyID: s.ID, QueryID: q.ID, QueryHash: q.Hash, Params: q.Params, CatalogSignature: catSig,
+				Association: assoc, Approval: approved[assoc].Signatures[qi]}
+			targets = append(targets, fanout.Target{Association: assoc, Node: n.Client, Ticket: func() ([]byte, error) {
+				t := tkt
+				nonce, err := wire.NewNonce()
+				if err != nil {
+					return nil, err
+				}
+				now := time.Now()
+				t.Nonce, t.NotBefore, t.Expires = nonce, now.Add(-time.Second), now.Add(c.o.TicketTTL)
+				return wire.Sign(t, c.o.TicketKey)
+			}})
+		}
+		if len(targets) == 0 {
+			continue
+		}
+		opts := c.o.FanOut
+		opts.FailFast = s.OnNodeFailure == study.OnFailureFail
+		opts.Progress = func(assoc, st string, attempt int, err error) {
+			p := NodeProgress{State: st, Attempts: attempt}
+			if err != nil {
+				p.Error = err.Error()
+			}
+			c.setProgress(s.ID, assoc, p)
+		}
+		start := time.Now()
+		outcomes := fanout.Run(work, targets, opts)
+		c.fanSeconds.Observe(time.Since(start).Seconds())
+		for _, out := range outcomes {
+			d := state.Dispatch{QueryIndex: qi, Association: out.Association, Attempts: out.Attempts}
+			if out.Err != nil {
+				c.nodeErrors.WithLabelValues(out.Association).Inc()
+				d.State, d.Error = state.DispatchFailed, out.Err.Error()
+				failed[out.Association] = true
+			} else {
+				c.nodeSecs.WithLabelValues(out.Association).Observe(out.Elapsed.Seconds())
+				raw, err := encode(out.Release.Table)
+				out.Release.Table.Release()
+				if err != nil {
+					return nil, err
+				}
+				if err := checkProvenance(out.Release.Metadata, s.ID, q, out.Association); err != nil {
+					d.State, d.Error = state.DispatchFailed, err.Error()
+					failed[out.Association] = true
+				} else {
+					d.State, d.Release, d.Metadata = state.DispatchReleased, raw, out.Release.Metadata
+				}
+			}
+			if err := c.o.Store.PutDispatch(work, s.ID, d); err != nil {
+				return nil, err
+			}
+		}
+		if opts.FailFast && len(failed) > 0 {
+			break
+		}
+	}
+	var missing []string
+	for _, a := range order {
+		if failed[a] {
+			missing = append(missing, a)
+		}
+	}
+	return missing, nil
+}
+
+func checkProvenance(md map[string]string, studyID string, q study.Query, assoc string) error {
+	switch {
+	case md[wire.MetaStudy] != studyID, md[wire.MetaQueryID] != q.ID, md[wire.MetaQueryHash] != q.Hash:
+		return fmt.Errorf("node %s answered for another study or query", assoc)
+	case md[wire.MetaAssociation] != assoc:
+		return fmt.Errorf("node %s answered as %q", assoc, md[wire.MetaAssociation])
+	}
+	return nil
+}
+
+var errCheck = errors.New("output check failed")
+
+// Checks is what the output check found, stored and shown with a result.
+type Checks struct {
+	Rows              int               `json:"rows"`
+	Bytes             int               `json:"bytes"`
+	Cells             int               `json:"cells"`
+	Suppressed        int               `json:"suppressed"`
+	SuppressedShare   float64           `json:"suppressed_share"`
+	Associations      []string          `json:"associations"`
+	Missing           []string          `json:"missing_associations"`
+	Partial           bool              `json:"partial"`
+	Disclosure        json.RawMessage   `json:"disclosure"`
+	NodeSnapshots     map[string]string `json:"node_snapshots"`
+	StructuralZeros   int               `json:"structural_zeros"`
+	Limits            map[string]int    `json:"limits"`
+	DerivedRatesBasis string            `json:"derived_rates_basis"`
+}
+
+// check merges every query's node tables, runs the output checks and stores the results.
+func (c *Coordinator) check(ctx context.Context, s *study.Study, order []string) error {
+	dispatches, err := c.o.Store.Dispatches(ctx, s.ID)
+	if err != nil {
+		return err
+	}
+	for qi, q := range s.Queries {
+		e, ok := c.o.Catalog.Get(q.ID)
+		if !ok {
+			return fmt.Errorf("%w: query %s left the catalog", errCheck, q.ID)
+		}
+		var inputs []merge.Input
+		snaps := map[string]string{}
+		included := map[string]bool{}
+		for _, d := range dispatches {
+			if d.QueryIndex != qi || d.State != state.DispatchReleased {
+				continue
+			}
+			rec, err := decode(d.Release, c.o.Allocator)
+			if err != nil {
+				return err
+			}
+			defer rec.Release()
+			inputs = append(inputs, merge.Input{Association: d.Association, Table: rec})
+			snaps[d.Association] = d.Metadata[wire.MetaSnapshot]
+			included[d.Association] = true
+		}
+		var missing, present []string
+		for _, a := range order {
+			if included[a] {
+				present = append(present, a)
+			} else {
+				missing = append(missing, a)
+			}
+		}
+		if len(inputs) == 0 {
+			return fmt.Errorf("%w: no node answered %s", errCheck, q.ID)
+		}
+		merged, rep, err := merge.Merge(c.o.Allocator, e.Spec(""), inputs, c.o.Policy)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errCheck, err)
+		}
+		raw, err := encodeWithMeta(merged, map[string]string{"samsyn.study": s.ID, "samsyn.query_id": q.ID,
+			"samsyn.query_hash": q.Hash, "samsyn.missing_associations": fmt.Sprint(missing)})
+		merged.Release()
+		if err != nil {
+			return err
+		}
+		ch := Checks{Rows: rep.Cells, Bytes: len(raw), Cells: rep.Cells, Suppressed: rep.Suppressed, StructuralZeros: rep.StructuralZeros,
+			Associations: present, Missing: missing, Partial: len(missing) > 0, Disclosure: json.RawMessage(c.o.Policy.Params()),
+			NodeSnapshots: snaps, Limits: map[string]int{"max_rows": c.o.MaxRows, "max_bytes": c.o.MaxBytes},
+			DerivedRatesBasis: "released counts only"}
+		if nonStructural := rep.Cells - rep.StructuralZeros; nonStructural > 0 {
+			ch.SuppressedShare = float64(rep.Suppressed) / float64(nonStructural)
+		}
+		if ch.Missing == nil {
+			ch.Missing = []string{}
+		}
+		if ch.Rows > c.o.MaxRows || ch.Bytes > c.o.MaxBytes {
+			return fmt.Errorf("%w: %s has %d rows, %d bytes (limits %d, %d)", errCheck, q.ID, ch.Rows, ch.Bytes, c.o.MaxRows, c.o.MaxBytes)
+		}
+		checks, err := json.Marshal(ch)
+		if err != nil {
+			return err
+		}
+		if err := c.o.Store.PutResult(ctx, s.ID, state.Result{QueryIndex: qi, QueryID: q.ID, Release: raw, Checks: checks, ReleasedAt: time.Now()}); err != nil {
+			return err
+		}
+		c.released.Inc()
+		c.suppressed.Add(float64(rep.Suppressed))
+	}
+	return nil
+}
+
+func encode(rec arrow.Record) ([]byte, error) { return encodeWithMeta(rec, nil) }
+
+// encodeWithMeta writes rec as an Arrow IPC stream with extra schema metadata.
+func encodeWithMeta(rec arrow.Record, extra map[string]string) ([]byte, error) {
+	sc := rec.Schema()
+	if len(extra) > 0 {
+		md := sc.Metadata()
+		keys, vals := append([]string{}, md.Keys()...), append([]string{}, md.Values()...)
+		for k, v := range extra {
+			keys, vals = append(keys, k), append(vals, v)
+		}
+		m := arrow.NewMetadata(keys, vals)
+		sc = arrow.NewSchema(sc.Fields(), &m)
+	}
+	var buf bytes.Buffer
+	w := ipc.NewWriter(&buf, ipc.WithSchema(sc))
+	if err := w.Write(rec); err != nil {
+		return nil, err
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// decode reads a one-record Arrow IPC stream.
+func decode(raw []byte, mem memory.Allocator) (arrow.Record, error) {
+	r, err := ipc.NewReader(bytes.NewReader(raw), ipc.WithAllocator(mem))
+	if err != nil {
+		return nil, err
+	}
+	defer r.Release()
+	if !r.Next() {
+		if err := r.Err(); err != nil {
+			return nil, err
+		}
+		return nil, errors.New("empty release")
+	}
+	rec := r.Record()
+	rec.Retain()
+	return rec, nil
+}
+
+// Decode reads a stored result's table (Arrow IPC stream).
+func Decode(raw []byte) (arrow.Record, error) { return decode(raw, memory.DefaultAllocator) }

@@ -1,0 +1,401 @@
+package e2e
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/apache/arrow/go/v17/arrow/memory"
+
+	"github.com/samsyn/samsyn/coordinator"
+	"github.com/samsyn/samsyn/coordinator/fanout"
+	"github.com/samsyn/samsyn/coordinator/nodeclient"
+	"github.com/samsyn/samsyn/coordinator/state"
+	"github.com/samsyn/samsyn/coordinator/study"
+	"github.com/samsyn/samsyn/node"
+	"github.com/samsyn/samsyn/node/config"
+	"github.com/samsyn/samsyn/node/nodetest"
+	"github.com/samsyn/samsyn/node/store"
+	"github.com/samsyn/samsyn/queries"
+	"github.com/samsyn/samsyn/queries/audit"
+	"github.com/samsyn/samsyn/queries/disclosure"
+	"github.com/samsyn/samsyn/queries/wire/mtls"
+	"github.com/samsyn/samsyn/schemas"
+)
+
+// inproc is a federation of real node servers and a coordinator in this process.
+type inproc struct {
+	dir        string
+	signatures queries.Signatures
+	ticket     ed25519.PrivateKey
+	coord      *coordinator.Coordinator
+	store      *state.Store
+	assocKeys  map[string]ed25519.PrivateKey
+	stopNode   map[string]context.CancelFunc
+}
+
+func startInProc(t *testing.T, perNode int, onlyAssoc ...string) *inproc {
+	t.Helper()
+	f := &inproc{dir: t.TempDir(), assocKeys: map[string]ed25519.PrivateKey{}, stopNode: map[string]context.CancelFunc{}}
+	ca, err := mtls.NewCA("e2e", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(f.dir, "ca.pem")
+	os.WriteFile(caFile, ca.PEM, 0o644)
+	leafFiles := func(name, identity string) mtls.Files {
+		leaf, err := ca.Issue(identity, []string{"127.0.0.1"}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs := mtls.Files{CA: caFile, Cert: filepath.Join(f.dir, name+".pem"), Key: filepath.Join(f.dir, name+"-key.pem")}
+		if err := mtls.WriteFiles(fs.Cert, leaf.CertPEM, fs.Key, leaf.KeyPEM); err != nil {
+			t.Fatal(err)
+		}
+		return fs
+	}
+	coordFiles := leafFiles("coordinator", mtls.CoordinatorIdentity("region"))
+	authPub, authKey, _ := ed25519.GenerateKey(nil)
+	ticketPub, ticketKey, _ := ed25519.GenerateKey(nil)
+
+	catDir := filepath.Join(f.dir, "catalog")
+	os.MkdirAll(catDir, 0o755)
+	files, _ := filepath.Glob("../../queries/catalog/*.yaml")
+	for _, p := range files {
+		raw, _ := os.ReadFile(p)
+		os.WriteFile(filepath.Join(catDir, filepath.Base(p)), raw, 0o644)
+	}
+	cat, err := queries.LoadDir(catDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sigs := queries.Sign(cat, authKey, time.Now())
+	queries.WriteSignatures(catDir, sigs)
+	f.signatures, f.ticket = sigs, ticketKey
+
+	assocList, _ := schemas.V1().CodeList("association")
+	associations := assocList.Values()
+	if len(onlyAssoc) > 0 {
+		associations = onlyAssoc
+	}
+	var nodes []coordinator.Node
+	for _, assoc := range associations {
+		nodeDir := filepath.Join(f.dir, "nodes", assoc)
+		os.MkdirAll(nodeDir, 0o750)
+		nf := leafFiles("node-"+assoc, mtls.NodeIdentity(assoc))
+		pub, key, _ := ed25519.GenerateKey(nil)
+		f.assocKeys[assoc] = key
+		cfgPath := filepath.Join(nodeDir, "node.yaml")
+		os.WriteFile(cfgPath, []byte(fmt.Sprintf("association: %s\nlisten: 127.0.0.1:0\ntls: {ca: %s, cert: %s, key: %s}\ncoordinator: {identity: %s, ticket_keys: [x]}\ncatalog: {dir: %s, authority_key: x}\nassociation_key: x\n",
+			assoc, caFile, nf.Cert, nf.Key, mtls.CoordinatorIdentity("region"), catDir)), 0o644)
+		cfg, err := config.Load(cfgPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := store.Open(context.Background(), cfg.StorePath())
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodetest.Seed(t, st.DB(), assoc, perNode)
+		st.Close()
+		serverTLS, err := mtls.ServerConfig(nf, mtls.CoordinatorIdentity("region"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		f.stopNode[assoc] = cancel
+		addr := make(chan string, 1)
+		done := make(chan error, 1)
+		go func() {
+			done <- node.Serve(ctx, node.Options{Config: cfg, Secret: []byte("secret-of-" + assoc + "-0123456789"), TLS: serverTLS,
+				CatalogKey: authPub, TicketKeys: []ed25519.PublicKey{ticketPub}, AssociationKey: pub,
+				Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Listening: func(a string) { addr <- a }})
+		}()
+		var a string
+		select {
+		case a = <-addr:
+		case err := <-done:
+			t.Fatalf("node %s: %v", assoc, err)
+		}
+		t.Cleanup(func() { cancel(); <-done })
+		clientTLS, err := mtls.ClientConfig(coordFiles, mtls.NodeIdentity(assoc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := nodeclient.Dial(assoc, a, clientTLS, memory.DefaultAllocator)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		nodes = append(nodes, coordinator.Node{Association: assoc, Client: c, ApprovalKey: pub, Health: c.Healthy})
+	}
+	f.store, err = state.Open(context.Background(), filepath.Join(f.dir, "coordinator", "state.duckdb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.store.Close() })
+	f.coord, err = coordinator.New(coordinator.Options{ID: "region", Store: f.store, Catalog: cat, Signatures: sigs, Nodes: nodes,
+		TicketKey: ticketKey, Policy: disclosure.Defaults(), FanOut: fanout.Options{NodeTimeout: 5 * time.Second, Retries: 1, Backoff: 20 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.coord.Start(context.Background())
+	t.Cleanup(f.coord.Stop)
+	return f
+}
+
+func (f *inproc) sigs(*testing.T) queries.Signatures { return f.signatures }
+
+func (f *inproc) ticketKey(*testing.T) ed25519.PrivateKey { return f.ticket }
+
+func (f *inproc) approveAll(t *testing.T, s *study.Study) {
+	t.Helper()
+	for _, assoc := range s.Associations {
+		a := study.Approval{Association: assoc, Decision: study.Approve, Signatures: study.SignApproval(s, assoc, f.assocKeys[assoc]), Actor: "owner-" + assoc}
+		if err := f.coord.Decide(context.Background(), s.ID, a); err != nil {
+			t.Fatalf("approve %s: %v", assoc, err)
+		}
+	}
+}
+
+func (f *inproc) wait(t *testing.T, id string) *study.Study {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		s, err := f.store.Study(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.State.Final() {
+			return s
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("study %s did not finish in 60 s", id)
+	return nil
+}
+
+func allQueries(cat *queries.Catalog) []study.QueryReq {
+	var qs []study.QueryReq
+	for _, id := range cat.IDs() {
+		qs = append(qs, study.QueryReq{ID: id, Params: map[string]string{"from": "2020-04-01", "to": "2022-09-30"}})
+	}
+	return qs
+}
+
+func TestInProcessFederationReleasesSumsOfProtectedNodeCells(t *testing.T) {
+	f := startInProc(t, 400)
+	ctx := context.Background()
+	s, err := f.coord.Submit(ctx, &study.Request{Title: "Alla frågor", Purpose: "e2e", Queries: allQueries(f.coord.Catalog()), OnNodeFailure: study.OnFailureFail}, "evaluator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.approveAll(t, s)
+	done := f.wait(t, s.ID)
+	if done.State != study.Released {
+		tr, _ := f.store.Transitions(ctx, s.ID)
+		t.Fatalf("study ended %s: %+v", done.State, tr)
+	}
+	results, err := f.store.Results(ctx, s.ID)
+	if err != nil || len(results) != len(s.Queries) {
+		t.Fatalf("%d results for %d queries: %v", len(results), len(s.Queries), err)
+	}
+	dispatches, _ := f.store.Dispatches(ctx, s.ID)
+	for _, r := range results {
+		merged, err := coordinator.Decode(r.Release)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, _ := f.coord.Catalog().Get(r.QueryID)
+		nd := len(e.Dimensions)
+		sums := map[string]int64{}
+		withheld := map[string]bool{}
+		for _, d := range dispatches {
+			if d.QueryIndex != r.QueryIndex {
+				continue
+			}
+			rec, err := coordinator.Decode(d.Release)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := rec.Column(nd).(*array.Int64)
+			sup := rec.Column(nd + 1).(*array.Boolean)
+			for i := 0; i < int(rec.NumRows()); i++ {
+				k := key(rec, nd, i)
+				if sup.Value(i) {
+					withheld[k] = true
+				} else {
+					sums[k] += n.Value(i)
+				}
+			}
+			rec.Release()
+		}
+		n := merged.Column(nd).(*array.Int64)
+		sup := merged.Column(nd + 1).(*array.Boolean)
+		for i := 0; i < int(merged.NumRows()); i++ {
+			k := key(merged, nd, i)
+			switch {
+			case sup.Value(i):
+			case withheld[k]:
+				t.Fatalf("%s %s: released although a node withheld it", r.QueryID, k)
+			case n.Value(i) != sums[k]:
+				t.Fatalf("%s %s: released %d, nodes' protected cells sum to %d", r.QueryID, k, n.Value(i), sums[k])
+			case n.Value(i) > 0 && n.Value(i) < 5:
+				t.Fatalf("%s %s: small merged cell %d", r.QueryID, k, n.Value(i))
+			}
+		}
+		merged.Release()
+	}
+}
+
+// key names a cell by its dimension values.
+func key(rec arrow.Record, nd, i int) string {
+	parts := make([]string, nd)
+	for d := range parts {
+		parts[d] = rec.Column(d).(*array.String).Value(i)
+	}
+	return strings.Join(parts, "|")
+}
+
+func TestANodeDownGivesAMarkedPartialResultOrAFailure(t *testing.T) {
+	f := startInProc(t, 300, "hbs", "varna", "roslagen")
+	f.stopNode["varna"]()
+	ctx := context.Background()
+	q := []study.QueryReq{{ID: "exits_by_association", Params: map[string]string{"from": "2020-04-01", "to": "2022-09-30"}}}
+	partial, err := f.coord.Submit(ctx, &study.Request{Title: "p", Purpose: "e2e", Queries: q, OnNodeFailure: study.OnFailurePartial}, "eva")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.approveAll(t, partial)
+	if s := f.wait(t, partial.ID); s.State != study.Released {
+		t.Fatalf("partial study ended %s", s.State)
+	}
+	res, _ := f.store.Results(ctx, partial.ID)
+	var checks coordinator.Checks
+	if err := json.Unmarshal(res[0].Checks, &checks); err != nil {
+		t.Fatal(err)
+	}
+	if !checks.Partial || len(checks.Missing) != 1 || checks.Missing[0] != "varna" || len(checks.Associations) != 2 {
+		t.Fatalf("partial result not marked: %+v", checks)
+	}
+	failing, err := f.coord.Submit(ctx, &study.Request{Title: "f", Purpose: "e2e", Queries: q, OnNodeFailure: study.OnFailureFail}, "eva")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.approveAll(t, failing)
+	if s := f.wait(t, failing.ID); s.State != study.Failed {
+		t.Fatalf("fail-policy study ended %s", s.State)
+	}
+}
+
+// hangingNode accepts a request and never answers: a failure mode a real node cannot be
+// made to show on demand.
+type hangingNode struct{}
+
+func (hangingNode) Get(ctx context.Context, _ []byte) (*nodeclient.Release, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func TestAHangingNodeMeetsTheDeadline(t *testing.T) {
+	f := startInProc(t, 300, "hbs", "roslagen")
+	nodes := f.coord.Nodes()
+	nodes[1].Client = hangingNode{}
+	cat := f.coord.Catalog()
+	f.coord.Stop()
+	c, err := coordinator.New(coordinator.Options{Store: f.store, Catalog: cat, Signatures: f.sigs(t), Nodes: nodes,
+		TicketKey: f.ticketKey(t), Policy: disclosure.Defaults(), FanOut: fanout.Options{NodeTimeout: 200 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Start(context.Background())
+	defer c.Stop()
+	f.coord = c
+	s, err := c.Submit(context.Background(), &study.Request{Title: "h", Purpose: "e2e", OnNodeFailure: study.OnFailurePartial,
+		Queries: []study.QueryReq{{ID: "exits_by_association", Params: map[string]string{"from": "2020-04-01", "to": "2022-09-30"}}}}, "eva")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	f.approveAll(t, s)
+	if got := f.wait(t, s.ID); got.State != study.Released || time.Since(start) > 10*time.Second {
+		t.Fatalf("study %s after %s", got.State, time.Since(start))
+	}
+	if p := c.Progress(s.ID)["roslagen"]; p.State != "failed" {
+		t.Fatalf("progress of the hanging node: %+v", p)
+	}
+}
+
+func TestCoordinatorRestartMidStudyLosesNothingAndAsksNoNodeTwice(t *testing.T) {
+	f := startInProc(t, 300)
+	ctx := context.Background()
+	s, err := f.coord.Submit(ctx, &study.Request{Title: "r", Purpose: "e2e", Queries: allQueries(f.coord.Catalog()), OnNodeFailure: study.OnFailureFail}, "eva")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.approveAll(t, s)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ds, _ := f.store.Dispatches(ctx, s.ID)
+		if len(ds) > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	f.coord.Stop() // killed mid-study
+	before, _ := f.store.Dispatches(ctx, s.ID)
+	if st, _ := f.store.Study(ctx, s.ID); st.State.Final() {
+		t.Skipf("the study finished before the restart (%d dispatches): the machine is too fast for this test", len(before))
+	}
+	c, err := coordinator.New(coordinator.Options{Store: f.store, Catalog: f.coord.Catalog(), Signatures: f.sigs(t), Nodes: f.coord.Nodes(),
+		TicketKey: f.ticketKey(t), Policy: disclosure.Defaults()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Start(ctx)
+	defer c.Stop()
+	if got := f.wait(t, s.ID); got.State != study.Released {
+		t.Fatalf("after restart the study ended %s", got.State)
+	}
+	for assoc := range f.assocKeys {
+		counts := releasesInAudit(t, filepath.Join(f.dir, "nodes", assoc, "audit.log"), s.ID)
+		for q, n := range counts {
+			if n != 1 {
+				t.Errorf("node %s released %s %d times", assoc, q, n)
+			}
+		}
+		if len(counts) != len(s.Queries) {
+			t.Errorf("node %s released %d of %d queries", assoc, len(counts), len(s.Queries))
+		}
+	}
+	t.Logf("%d dispatches were stored before the restart", len(before))
+}
+
+func releasesInAudit(t *testing.T, path, studyID string) map[string]int {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		var e audit.Entry
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatal(err)
+		}
+		if e.Action == "release" && e.Fields["study"] == studyID {
+			out[e.Fields["query"]]++
+		}
+	}
+	return out
+}
