@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -396,7 +397,7 @@ func (g *generator) episode(start Date, age int, incomeBefore string) Episode {
 		if r.Float64() < studies {
 			e.Outcome = outcomeStudies
 		}
-		pct, _ := parseSmallInt(m.extent.pick(r))
+		pct, _ := strconv.Atoi(m.extent.pick(r))
 		e.ExtentPct = pct
 		afterKey = e.Outcome
 		if e.Outcome == outcomeWork && pct == 100 {
@@ -417,17 +418,6 @@ func (g *generator) episode(start Date, age int, incomeBefore string) Episode {
 		e.IncomeAfter = incomeBefore
 	}
 	return e
-}
-
-func parseSmallInt(s string) (int, bool) {
-	v := 0
-	for _, c := range s {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		v = v*10 + int(c-'0')
-	}
-	return v, s != ""
 }
 
 // followups gives one row per month in which the participant is in an episode. Progress

@@ -3,6 +3,7 @@ package synth
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -267,18 +268,10 @@ func newPicker(list string, codes []string, w map[string]float64, def float64, b
 	return p, nil
 }
 
-func contains(codes []string, c string) bool {
-	for _, x := range codes {
-		if x == c {
-			return true
-		}
-	}
-	return false
-}
+func contains(codes []string, c string) bool { return slices.Contains(codes, c) }
 
 // model is the calibration compiled against the code lists.
 type model struct {
-	schema       *schemas.Schema
 	associations []string
 	assoc        map[string]*assocModel
 
@@ -286,13 +279,11 @@ type model struct {
 	education    picker
 	exitReason   picker
 	extent       picker
-	incomeCodes  []string
 	incomeBefore map[string]picker // by referral party; "" for the rest
 	supportYears map[string]picker // by income before; "" for the rest
 	incomeAfter  map[string]picker // by outcome; "" for the rest
 	workStudies  []string          // outcome codes in group work_or_studies
 	ordinary     []string          // outcome codes in group ordinary_programme
-	rest         []string          // the other outcome codes
 	methodWS     map[string]float64
 	methodMonths map[string]float64
 
@@ -356,7 +347,7 @@ func buildModel(s *schemas.Schema) (*model, error) {
 		}
 	}
 
-	m := &model{schema: s, associations: lists["association"].Values(), assoc: map[string]*assocModel{}}
+	m := &model{associations: lists["association"].Values(), assoc: map[string]*assocModel{}}
 	var err error
 	for c := range associationShare {
 		if !lists["association"].Contains(c) {
@@ -401,7 +392,6 @@ func buildModel(s *schemas.Schema) (*model, error) {
 	m.extent, _ = newPicker("extent", extents, ew, 0, nil)
 
 	income := lists["income_source"].Values()
-	m.incomeCodes = income
 	m.incomeBefore = map[string]picker{}
 	for party, w := range incomeBeforeWeight {
 		if party != "" && !lists["referral_party"].Contains(party) {
@@ -433,13 +423,9 @@ func buildModel(s *schemas.Schema) (*model, error) {
 	outcome := lists["outcome"]
 	m.workStudies = outcome.Where("group", groupWorkStudies)
 	m.ordinary = outcome.Where("group", groupOrdinary)
-	for _, c := range outcome.Values() {
-		if !contains(m.workStudies, c) && !contains(m.ordinary, c) {
-			m.rest = append(m.rest, c)
-		}
-	}
-	if len(m.workStudies) == 0 || len(m.ordinary) == 0 || len(m.rest) == 0 {
-		return nil, fmt.Errorf("build the synthetic model: code list outcome needs codes in groups %s and %s and codes in neither", groupWorkStudies, groupOrdinary)
+	if !contains(m.workStudies, outcomeWork) || !contains(m.workStudies, outcomeStudies) || len(m.ordinary) == 0 {
+		return nil, fmt.Errorf("build the synthetic model: code list outcome needs %s and %s in group %s and a code in group %s",
+			outcomeWork, outcomeStudies, groupWorkStudies, groupOrdinary)
 	}
 
 	methods := lists["method"].Values()
