@@ -1,0 +1,371 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/samsyn/samsyn/cmd/internal/keyfile"
+	"github.com/samsyn/samsyn/coordinator/api"
+	"github.com/samsyn/samsyn/coordinator/study"
+)
+
+// apiClient talks to the coordinator's HTTP API.
+type apiClient struct {
+	base, token string
+	http        *http.Client
+}
+
+type clientFlags struct{ coordinator, token, ca string }
+
+func (f *clientFlags) add(cmd *cobra.Command) {
+	cmd.PersistentFlags().StringVar(&f.coordinator, "coordinator", os.Getenv("SAMSYN_COORDINATOR"), "coordinator URL (env SAMSYN_COORDINATOR)")
+	cmd.PersistentFlags().StringVar(&f.token, "token", "", "bearer token (env SAMSYN_TOKEN; prefer the environment: flags show in ps)")
+	cmd.PersistentFlags().StringVar(&f.ca, "ca", "", "CA certificate to trust for an HTTPS coordinator")
+}
+
+func (f *clientFlags) client() (*apiClient, error) {
+	token := f.token
+	if token == "" {
+		token = os.Getenv("SAMSYN_TOKEN")
+	}
+	if f.coordinator == "" {
+		return nil, errors.New("no coordinator: give --coordinator URL or set SAMSYN_COORDINATOR")
+	}
+	if token == "" {
+		return nil, errors.New("no token: set SAMSYN_TOKEN (or --token)")
+	}
+	hc := &http.Client{Timeout: 2 * time.Minute}
+	if f.ca != "" {
+		pem, err := os.ReadFile(f.ca)
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s: no PEM certificate", f.ca)
+		}
+		hc.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	}
+	return &apiClient{base: strings.TrimRight(f.coordinator, "/"), token: token, http: hc}, nil
+}
+
+// do sends a request and decodes a JSON answer into out (unless out is nil); API errors
+// become Go errors with the server's code and message.
+func (c *apiClient) do(ctx context.Context, method, path, accept string, body []byte, out any) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Error struct{ Code, Message string } `json:"error"`
+		}
+		if json.Unmarshal(raw, &e) == nil && e.Error.Code != "" {
+			return nil, fmt.Errorf("%s (%d %s)", e.Error.Message, resp.StatusCode, e.Error.Code)
+		}
+		return nil, fmt.Errorf("%s %s: %s", method, path, resp.Status)
+	}
+	if out != nil {
+		return raw, json.Unmarshal(raw, out)
+	}
+	return raw, nil
+}
+
+func newStudyCmd(g *globals) *cobra.Command {
+	cf := &clientFlags{}
+	cmd := &cobra.Command{Use: "study", Short: "Submit, approve, follow and download studies through the coordinator"}
+	cf.add(cmd)
+
+	submit := &cobra.Command{
+		Use:   "submit FILE",
+		Short: "Submit a study file; prints the new study's id on the last line",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			raw, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			if _, err := study.ParseRequest(args[0], raw); err != nil {
+				return err
+			}
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			var s study.Study
+			if _, err := c.do(cmd.Context(), "POST", "/api/v1/studies", "", raw, &s); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "submitted %q with %d queries; awaiting approval from %s\n%s\n", s.Title, len(s.Queries), strings.Join(s.Associations, ", "), s.ID)
+			return nil
+		},
+	}
+
+	var association, keyPath, reason string
+	approve := &cobra.Command{
+		Use:   "approve ID --association A --key FILE",
+		Short: "Approve a study for an association by signing every query with the data owner's key",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if association == "" || keyPath == "" {
+				return errors.New("--association and --key are required")
+			}
+			key, err := keyfile.LoadPrivate(keyPath)
+			if err != nil {
+				return err
+			}
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			var st api.StudyStatus
+			if _, err := c.do(cmd.Context(), "GET", "/api/v1/studies/"+args[0], "", nil, &st); err != nil {
+				return err
+			}
+			for i, q := range st.Queries {
+				fmt.Fprintf(cmd.ErrOrStderr(), "  %d. %s %v\n", i+1, q.ID, q.Params)
+			}
+			body, _ := json.Marshal(api.Decision{Decision: study.Approve, Signatures: study.SignApproval(st.Study, association, key)})
+			var after study.Study
+			if _, err := c.do(cmd.Context(), "POST", "/api/v1/studies/"+args[0]+"/approvals", "", body, &after); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s approved study %s (%d queries); the study is %s\n", association, after.ID, len(after.Queries), after.State)
+			return nil
+		},
+	}
+	approve.Flags().StringVar(&association, "association", "", "the association you approve for")
+	approve.Flags().StringVar(&keyPath, "key", "", "the association data owner's private key")
+
+	refuse := &cobra.Command{
+		Use:   "refuse ID --association A --reason TEXT",
+		Short: "Refuse a study for an association (final)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if reason == "" {
+				return errors.New("--reason is required: say why")
+			}
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			body, _ := json.Marshal(api.Decision{Decision: study.Refuse, Reason: reason})
+			var after study.Study
+			if _, err := c.do(cmd.Context(), "POST", "/api/v1/studies/"+args[0]+"/approvals", "", body, &after); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "refused study %s; the study is %s\n", after.ID, after.State)
+			return nil
+		},
+	}
+	refuse.Flags().StringVar(&association, "association", "", "the association you refuse for (must match your token's role)")
+	refuse.Flags().StringVar(&reason, "reason", "", "why the association refuses")
+
+	var watch bool
+	status := &cobra.Command{
+		Use:   "status ID [--watch]",
+		Short: "Show a study's state, approvals and per-node progress",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			f, isFile := out.(*os.File)
+			tty := isFile && term.IsTerminal(int(f.Fd()))
+			lines := 0
+			for {
+				var st api.StudyStatus
+				if _, err := c.do(cmd.Context(), "GET", "/api/v1/studies/"+args[0], "", nil, &st); err != nil {
+					return err
+				}
+				text := renderStatus(&st)
+				if watch && tty && lines > 0 {
+					fmt.Fprintf(out, "\x1b[%dA\x1b[J", lines)
+				}
+				fmt.Fprint(out, text)
+				lines = strings.Count(text, "\n")
+				if !watch || st.State.Final() {
+					return nil
+				}
+				select {
+				case <-cmd.Context().Done():
+					return nil
+				case <-time.After(500 * time.Millisecond):
+				}
+			}
+		},
+	}
+	status.Flags().BoolVar(&watch, "watch", false, "follow the study until it ends, with live per-node progress")
+
+	var queryFlag, format, outPath string
+	results := &cobra.Command{
+		Use:   "results ID [--query Q] [--format table|csv|json|arrow|parquet|xlsx] [--out FILE]",
+		Short: "Download a released study's results",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			var list []api.ResultInfo
+			if _, err := c.do(cmd.Context(), "GET", "/api/v1/studies/"+args[0]+"/results", "", nil, &list); err != nil {
+				return err
+			}
+			if len(list) == 0 {
+				return fmt.Errorf("study %s has no released results yet (see samsyn study status %s)", args[0], args[0])
+			}
+			q := queryFlag
+			if q == "" {
+				if len(list) > 1 && format != "table" {
+					ids := make([]string, len(list))
+					for i, r := range list {
+						ids[i] = r.QueryID
+					}
+					return fmt.Errorf("the study has %d results: choose one with --query (%s)", len(list), strings.Join(ids, ", "))
+				}
+				q = list[0].QueryID
+			}
+			switch format {
+			case "table":
+				var t api.Table
+				if _, err := c.do(cmd.Context(), "GET", "/api/v1/studies/"+args[0]+"/results/"+q, "application/json", nil, &t); err != nil {
+					return err
+				}
+				return writeOut(outPath, cmd.OutOrStdout(), []byte(renderTable(&t)))
+			case "csv", "json", "arrow", "parquet", "xlsx":
+				raw, err := c.do(cmd.Context(), "GET", "/api/v1/studies/"+args[0]+"/results/"+q+"?format="+format, "", nil, nil)
+				if err != nil {
+					return err
+				}
+				if (format == "parquet" || format == "xlsx" || format == "arrow") && outPath == "" {
+					if f, ok := cmd.OutOrStdout().(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+						return fmt.Errorf("%s is binary: give --out FILE", format)
+					}
+				}
+				return writeOut(outPath, cmd.OutOrStdout(), raw)
+			default:
+				return fmt.Errorf("--format %q: expected table, csv, json, arrow, parquet or xlsx", format)
+			}
+		},
+	}
+	results.Flags().StringVar(&queryFlag, "query", "", "the query id (or index) of the result")
+	results.Flags().StringVar(&format, "format", "table", "table, csv, json, arrow, parquet or xlsx")
+	results.Flags().StringVar(&outPath, "out", "", "write to FILE instead of standard output")
+	cmd.AddCommand(submit, approve, refuse, status, results)
+	return cmd
+}
+
+func writeOut(path string, w io.Writer, raw []byte) error {
+	if path == "" {
+		_, err := w.Write(raw)
+		return err
+	}
+	if err := os.WriteFile(path, raw, 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "wrote %s (%d bytes)\n", path, len(raw))
+	return nil
+}
+
+func renderStatus(st *api.StudyStatus) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "study %s: %s\n  %s — %s\n  evaluator %s, %d queries, on node failure: %s\n", st.ID, st.State, st.Title, st.Purpose, st.Evaluator, len(st.Queries), st.OnNodeFailure)
+	decided := map[string]study.Approval{}
+	for _, a := range st.Approvals {
+		decided[a.Association] = a
+	}
+	tw := tabwriter.NewWriter(&b, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "  association\tapproval\tnode\t")
+	assocs := append([]string{}, st.Associations...)
+	sort.Strings(assocs)
+	for _, a := range assocs {
+		dec := "waiting"
+		if d, ok := decided[a]; ok {
+			dec = string(d.Decision)
+			if d.Reason != "" {
+				dec += " (" + d.Reason + ")"
+			}
+		}
+		node := "-"
+		if p, ok := st.Progress[a]; ok {
+			node = p.State
+			if p.Attempts > 1 {
+				node += fmt.Sprintf(" (attempt %d)", p.Attempts)
+			}
+			if p.Error != "" {
+				node += ": " + p.Error
+			}
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t\n", a, dec, node)
+	}
+	tw.Flush()
+	if len(st.Results) > 0 {
+		fmt.Fprintf(&b, "  %d results released\n", len(st.Results))
+	}
+	return b.String()
+}
+
+func renderTable(t *api.Table) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s (%s)\n", t.Title.SV, t.Query)
+	tw := tabwriter.NewWriter(&b, 2, 4, 2, ' ', tabwriter.AlignRight)
+	for _, d := range t.Dimensions {
+		fmt.Fprintf(tw, "%s\t", d.Title.SV)
+	}
+	fmt.Fprint(tw, "antal\t")
+	for _, m := range t.Measures {
+		fmt.Fprintf(tw, "%s\t", m.Title.SV)
+	}
+	fmt.Fprintln(tw)
+	for _, r := range t.Rows {
+		for _, d := range t.Dimensions {
+			code := r[d.Name].(string)
+			fmt.Fprintf(tw, "%s\t", t.Labels[d.Name][code].SV)
+		}
+		if r["n"] == nil {
+			fmt.Fprint(tw, "färre än 5\t")
+		} else {
+			fmt.Fprintf(tw, "%v\t", r["n"])
+		}
+		for _, m := range t.Measures {
+			if r[m.Name] == nil {
+				fmt.Fprint(tw, "–\t")
+			} else {
+				fmt.Fprintf(tw, "%v\t", r[m.Name])
+			}
+		}
+		fmt.Fprintln(tw)
+	}
+	tw.Flush()
+	return b.String()
+}

@@ -1,0 +1,326 @@
+package api
+
+import (
+	"bytes"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"mime"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/apache/arrow/go/v17/parquet"
+	"github.com/apache/arrow/go/v17/parquet/compress"
+	"github.com/apache/arrow/go/v17/parquet/pqarrow"
+	"github.com/xuri/excelize/v2"
+
+	"github.com/samsyn/samsyn/coordinator"
+	"github.com/samsyn/samsyn/coordinator/state"
+	"github.com/samsyn/samsyn/coordinator/study"
+	"github.com/samsyn/samsyn/queries"
+	"github.com/samsyn/samsyn/queries/disclosure"
+	"github.com/samsyn/samsyn/schemas"
+)
+
+// Media types of the result formats.
+const (
+	TypeJSON    = "application/json"
+	TypeCSV     = "text/csv"
+	TypeArrow   = "application/vnd.apache.arrow.stream"
+	TypeParquet = "application/vnd.apache.parquet"
+	TypeXLSX    = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+)
+
+var formats = map[string]string{"json": TypeJSON, "csv": TypeCSV, "arrow": TypeArrow, "parquet": TypeParquet, "xlsx": TypeXLSX}
+
+// negotiate picks the format from ?format= or the Accept header; JSON by default.
+func negotiate(r *http.Request) (string, bool) {
+	if f := r.URL.Query().Get("format"); f != "" {
+		t, ok := formats[f]
+		return t, ok
+	}
+	accept := r.Header.Get("Accept")
+	if accept == "" {
+		return TypeJSON, true
+	}
+	for _, part := range strings.Split(accept, ",") {
+		mt, _, err := mime.ParseMediaType(strings.TrimSpace(part))
+		if err != nil {
+			continue
+		}
+		for _, t := range formats {
+			if mt == t {
+				return t, true
+			}
+		}
+		if mt == "*/*" || mt == "application/*" {
+			return TypeJSON, true
+		}
+	}
+	return "", false
+}
+
+// Table is a released result as the JSON format carries it.
+type Table struct {
+	Study      string                             `json:"study"`
+	Query      string                             `json:"query"`
+	Title      schemas.Text                       `json:"title"`
+	Dimensions []Column                           `json:"dimensions"`
+	Measures   []Column                           `json:"measures"`
+	Rows       []map[string]any                   `json:"rows"`
+	Labels     map[string]map[string]schemas.Text `json:"labels"`
+	Checks     json.RawMessage                    `json:"checks"`
+	Params     map[string]string                  `json:"params"`
+	Notes      map[string]schemas.Text            `json:"notes"`
+}
+
+// Column describes a dimension or measure.
+type Column struct {
+	Name     string       `json:"name"`
+	CodeList string       `json:"codelist,omitempty"`
+	Title    schemas.Text `json:"title"`
+	Agg      string       `json:"agg,omitempty"`
+}
+
+// Notes explains suppression and noise; every format carries it.
+var Notes = map[string]schemas.Text{
+	"suppressed": {SV: "färre än 5", EN: "fewer than 5"},
+	"total":      {SV: "Totalt", EN: "Total"},
+	"other":      {SV: "Övrigt/okänt", EN: "Other/unknown"},
+	"help": {
+		SV: "Celler med färre än 5 deltagare visas inte (\"färre än 5\"), och inte heller tomma celler, så att ingen enskild person kan pekas ut. Alla antal har dessutom fått ett litet slumpmässigt brus (högst ±2) enligt cellnyckelmetoden: samma grupp personer får alltid samma brus, så summor kan skilja sig något från totalerna. Medelvärden visas först när minst 10 personer bidrar och ingen eller två personer dominerar.",
+		EN: "Cells with fewer than 5 participants are not shown (\"fewer than 5\"), nor are empty cells, so that no individual can be singled out. Every count also carries a small random noise (at most ±2) by the cell key method: the same group of people always gets the same noise, so sums may differ slightly from totals. Means are shown only where at least 10 people contribute and no one or two of them dominate.",
+	},
+}
+
+func (s *Server) tableOf(st *study.Study, res state.Result, rec arrow.Record) Table {
+	e, _ := s.c.Catalog().Get(res.QueryID)
+	t := Table{Study: st.ID, Query: res.QueryID, Title: e.Title, Checks: res.Checks, Params: st.Queries[res.QueryIndex].Params,
+		Labels: map[string]map[string]schemas.Text{}, Notes: Notes, Rows: []map[string]any{}}
+	sch := schemas.V1()
+	for _, d := range e.Dimensions {
+		cl, _ := sch.CodeList(d.CodeList)
+		t.Dimensions = append(t.Dimensions, Column{Name: d.Name, CodeList: d.CodeList, Title: cl.Title})
+		labels := map[string]schemas.Text{disclosure.Total: Notes["total"], disclosure.Other: Notes["other"]}
+		for _, c := range cl.Codes {
+			labels[c.Code] = c.Label()
+		}
+		t.Labels[d.Name] = labels
+	}
+	for _, m := range e.Measures {
+		t.Measures = append(t.Measures, Column{Name: m.Name, Agg: m.Agg, Title: measureTitle(m)})
+	}
+	nd := len(e.Dimensions)
+	for i := 0; i < int(rec.NumRows()); i++ {
+		row := map[string]any{}
+		for d := 0; d < nd; d++ {
+			row[e.Dimensions[d].Name] = rec.Column(d).(*array.String).Value(i)
+		}
+		n := rec.Column(nd).(*array.Int64)
+		if n.IsNull(i) {
+			row["n"] = nil
+		} else {
+			row["n"] = n.Value(i)
+		}
+		row["suppressed"] = rec.Column(nd + 1).(*array.Boolean).Value(i)
+		for j, m := range e.Measures {
+			c := rec.Column(nd + 2 + j).(*array.Float64)
+			if c.IsNull(i) {
+				row[m.Name] = nil
+			} else {
+				row[m.Name] = c.Value(i)
+			}
+		}
+		t.Rows = append(t.Rows, row)
+	}
+	return t
+}
+
+func measureTitle(m queries.Measure) schemas.Text {
+	name := strings.ReplaceAll(m.Name, "_", " ")
+	if m.Agg == "mean" {
+		return schemas.Text{SV: "Medelvärde " + name, EN: "Mean " + name}
+	}
+	return schemas.Text{SV: "Summa " + name, EN: "Sum " + name}
+}
+
+func (s *Server) render(w http.ResponseWriter, r *http.Request, st *study.Study, res state.Result) {
+	format, ok := negotiate(r)
+	if !ok {
+		writeError(w, http.StatusNotAcceptable, "not_acceptable", "formats: json, csv, arrow, parquet, xlsx (?format= or Accept)")
+		return
+	}
+	rec, err := coordinator.Decode(res.Release)
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	defer rec.Release()
+	name := fmt.Sprintf("%s-%s", st.ID, res.QueryID)
+	var body []byte
+	switch format {
+	case TypeJSON:
+		writeJSON(w, http.StatusOK, s.tableOf(st, res, rec))
+		return
+	case TypeArrow:
+		body = res.Release
+		name += ".arrows"
+	case TypeCSV:
+		body, err = toCSV(rec)
+		name += ".csv"
+	case TypeParquet:
+		body, err = toParquet(rec)
+		name += ".parquet"
+	case TypeXLSX:
+		body, err = toXLSX(s.tableOf(st, res, rec))
+		name += ".xlsx"
+	}
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", format)
+	w.Header().Set("Content-Disposition", `attachment; filename="`+name+`"`)
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}
+
+// toCSV writes the table with its column names; a suppressed count is an empty field.
+func toCSV(rec arrow.Record) ([]byte, error) {
+	var buf bytes.Buffer
+	cw := csv.NewWriter(&buf)
+	header := make([]string, rec.NumCols())
+	for i := range header {
+		header[i] = rec.ColumnName(i)
+	}
+	if err := cw.Write(header); err != nil {
+		return nil, err
+	}
+	row := make([]string, rec.NumCols())
+	for i := 0; i < int(rec.NumRows()); i++ {
+		for c := range row {
+			row[c] = cellText(rec.Column(c), i)
+		}
+		if err := cw.Write(row); err != nil {
+			return nil, err
+		}
+	}
+	cw.Flush()
+	return buf.Bytes(), cw.Error()
+}
+
+func cellText(a arrow.Array, i int) string {
+	if a.IsNull(i) {
+		return ""
+	}
+	switch v := a.(type) {
+	case *array.String:
+		return v.Value(i)
+	case *array.Int64:
+		return strconv.FormatInt(v.Value(i), 10)
+	case *array.Float64:
+		return strconv.FormatFloat(v.Value(i), 'f', -1, 64)
+	case *array.Boolean:
+		return strconv.FormatBool(v.Value(i))
+	}
+	return a.ValueStr(i)
+}
+
+func toParquet(rec arrow.Record) ([]byte, error) {
+	var buf bytes.Buffer
+	props := parquet.NewWriterProperties(parquet.WithCompression(compress.Codecs.Zstd))
+	w, err := pqarrow.NewFileWriter(rec.Schema(), &buf, props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
+	if err != nil {
+		return nil, err
+	}
+	if err := w.Write(rec); err != nil {
+		return nil, err
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// toXLSX writes a workbook: the result with bilingual headers and labels, a sheet that
+// explains suppression and noise, and the output checks.
+func toXLSX(t Table) ([]byte, error) {
+	f := excelize.NewFile()
+	defer f.Close()
+	const data = "Resultat"
+	if err := f.SetSheetName("Sheet1", data); err != nil {
+		return nil, err
+	}
+	var header []any
+	for _, d := range t.Dimensions {
+		header = append(header, d.Title.SV+" / "+d.Title.EN+" (kod/code)", d.Title.SV+" / "+d.Title.EN)
+	}
+	header = append(header, "Antal / Count", "Skyddad / Suppressed")
+	for _, m := range t.Measures {
+		header = append(header, m.Title.SV+" / "+m.Title.EN)
+	}
+	if err := f.SetSheetRow(data, "A1", &header); err != nil {
+		return nil, err
+	}
+	for i, row := range t.Rows {
+		var vals []any
+		for _, d := range t.Dimensions {
+			code := row[d.Name].(string)
+			vals = append(vals, code, t.Labels[d.Name][code].SV)
+		}
+		if row["n"] == nil {
+			vals = append(vals, Notes["suppressed"].SV+" / "+Notes["suppressed"].EN)
+		} else {
+			vals = append(vals, row["n"])
+		}
+		vals = append(vals, row["suppressed"])
+		for _, m := range t.Measures {
+			vals = append(vals, row[m.Name])
+		}
+		cell, _ := excelize.CoordinatesToCellName(1, i+2)
+		if err := f.SetSheetRow(data, cell, &vals); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := f.NewSheet("Om sekretess"); err != nil {
+		return nil, err
+	}
+	notes := [][]any{
+		{t.Title.SV, t.Title.EN},
+		{"Svenska", "English"},
+		{Notes["help"].SV, Notes["help"].EN},
+		{"Studie / Study", t.Study},
+	}
+	for i, row := range notes {
+		cell, _ := excelize.CoordinatesToCellName(1, i+1)
+		if err := f.SetSheetRow("Om sekretess", cell, &row); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := f.NewSheet("Kontroller"); err != nil {
+		return nil, err
+	}
+	var checks map[string]any
+	_ = json.Unmarshal(t.Checks, &checks)
+	r := 1
+	for _, k := range slices.Sorted(maps.Keys(checks)) {
+		v, _ := json.Marshal(checks[k])
+		row := []any{k, string(v)}
+		cell, _ := excelize.CoordinatesToCellName(1, r)
+		if err := f.SetSheetRow("Kontroller", cell, &row); err != nil {
+			return nil, err
+		}
+		r++
+	}
+	var buf bytes.Buffer
+	if err := f.Write(&buf); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}

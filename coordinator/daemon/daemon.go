@@ -1,0 +1,135 @@
+package daemon
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/oklog/run"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/samsyn/samsyn/coordinator"
+	"github.com/samsyn/samsyn/coordinator/api"
+	"github.com/samsyn/samsyn/coordinator/config"
+	"github.com/samsyn/samsyn/coordinator/fanout"
+	"github.com/samsyn/samsyn/coordinator/nodeclient"
+	"github.com/samsyn/samsyn/coordinator/state"
+	"github.com/samsyn/samsyn/queries"
+	"github.com/samsyn/samsyn/queries/audit"
+)
+
+// Options are what the daemon needs beyond its config: the material main loads from files.
+type Options struct {
+	Config       *config.Config
+	TicketKey    ed25519.PrivateKey
+	CatalogKey   ed25519.PublicKey
+	ApprovalKeys map[string]ed25519.PublicKey               // by association
+	NodeTLS      func(identity string) (*tls.Config, error) // client TLS pinned to a node's identity
+	HTTPTLS      *tls.Config                                // nil on loopback
+	Users        []api.Token
+	Logger       *slog.Logger
+	Registry     *prometheus.Registry
+	// Extra, if set, may add routes (the dashboard) to the HTTP mux.
+	Extra     func(mux *http.ServeMux, a *api.Server, c *coordinator.Coordinator, s *state.Store)
+	Listening func(url string)
+	Ready     func(bool)
+}
+
+// Run serves until ctx is done.
+func Run(ctx context.Context, o Options) error {
+	cfg := o.Config
+	if o.Ready == nil {
+		o.Ready = func(bool) {}
+	}
+	cat, sigs, err := queries.LoadSigned(cfg.Abs(cfg.Catalog.Dir), o.CatalogKey)
+	if err != nil {
+		return err
+	}
+	st, err := state.Open(ctx, cfg.Abs(cfg.Store))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	log, err := audit.Open(cfg.Abs(cfg.AuditLog))
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	var nodes []coordinator.Node
+	for _, n := range cfg.Nodes {
+		tlsConf, err := o.NodeTLS(n.Identity)
+		if err != nil {
+			return err
+		}
+		c, err := nodeclient.Dial(n.Association, n.Address, tlsConf, nil)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		nodes = append(nodes, coordinator.Node{Association: n.Association, Client: c, ApprovalKey: o.ApprovalKeys[n.Association], Health: c.Healthy})
+	}
+	coord, err := coordinator.New(coordinator.Options{ID: cfg.ID, Store: st, Catalog: cat, Signatures: sigs, Nodes: nodes,
+		TicketKey: o.TicketKey, Policy: cfg.EffectivePolicy(), Audit: log, Logger: o.Logger, Registerer: o.Registry,
+		FanOut: fanout.Options{NodeTimeout: cfg.FanOut.NodeTimeout, Retries: cfg.FanOut.Retries, Backoff: cfg.FanOut.Backoff}})
+	if err != nil {
+		return err
+	}
+	a := api.New(coord, st, o.Users, o.Logger)
+	mux := a.Handler()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{Registry: o.Registry}))
+	var ready atomic.Bool
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	if o.Extra != nil {
+		o.Extra(mux, a, coord, st)
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	scheme := "http"
+	if o.HTTPTLS != nil {
+		ln = tls.NewListener(ln, o.HTTPTLS)
+		scheme = "https"
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	var g run.Group
+	g.Add(func() error {
+		coord.Start(ctx)
+		ready.Store(true)
+		o.Ready(true)
+		if o.Listening != nil {
+			o.Listening(fmt.Sprintf("%s://%s", scheme, ln.Addr()))
+		}
+		o.Logger.Info("coordinator serving", "url", fmt.Sprintf("%s://%s", scheme, ln.Addr()), "nodes", len(nodes), "queries", len(cat.Entries))
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	}, func(error) {
+		ready.Store(false)
+		o.Ready(false)
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		coord.Stop()
+	})
+	stop, cancel := context.WithCancel(ctx)
+	g.Add(func() error { <-stop.Done(); return nil }, func(error) { cancel() })
+	return g.Run()
+}
