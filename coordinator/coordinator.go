@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -326,13 +327,18 @@ func (c *Coordinator) process(ctx context.Context, s *study.Study) error {
 			return err
 		}
 	}
-	if err := c.check(ctx, s, order); err != nil {
+	withheld, err := c.check(ctx, s, order)
+	if err != nil {
 		if errors.Is(err, errCheck) {
 			return c.move(ctx, s.ID, study.Checking, study.Failed, "coordinator", err.Error())
 		}
 		return err
 	}
-	return c.move(ctx, s.ID, study.Checking, study.Released, "coordinator", "")
+	note := ""
+	if len(withheld) > 0 {
+		note = "no node released " + strings.Join(withheld, ", ")
+	}
+	return c.move(ctx, s.ID, study.Checking, study.Released, "coordinator", note)
 }
 
 // dispatch asks every approving node for every query it has not yet answered, and returns
@@ -463,15 +469,18 @@ type Checks struct {
 }
 
 // check merges every query's node tables, runs the output checks and stores the results.
-func (c *Coordinator) check(ctx context.Context, s *study.Study, order []string) error {
+// It returns the queries no node released (each node refused them, e.g. as too sparse); a
+// study with no released query at all fails.
+func (c *Coordinator) check(ctx context.Context, s *study.Study, order []string) ([]string, error) {
 	dispatches, err := c.o.Store.Dispatches(ctx, s.ID)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	var withheld []string
 	for qi, q := range s.Queries {
 		e, ok := c.o.Catalog.Get(q.ID)
 		if !ok {
-			return fmt.Errorf("%w: query %s left the catalog", errCheck, q.ID)
+			return nil, fmt.Errorf("%w: query %s left the catalog", errCheck, q.ID)
 		}
 		var inputs []merge.Input
 		snaps := map[string]string{}
@@ -482,7 +491,7 @@ func (c *Coordinator) check(ctx context.Context, s *study.Study, order []string)
 			}
 			rec, err := decode(d.Release, c.o.Allocator)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			defer rec.Release()
 			inputs = append(inputs, merge.Input{Association: d.Association, Table: rec})
@@ -498,17 +507,18 @@ func (c *Coordinator) check(ctx context.Context, s *study.Study, order []string)
 			}
 		}
 		if len(inputs) == 0 {
-			return fmt.Errorf("%w: no node answered %s", errCheck, q.ID)
+			withheld = append(withheld, q.ID)
+			continue
 		}
 		merged, rep, err := merge.Merge(c.o.Allocator, e.Spec(""), inputs, c.o.Policy)
 		if err != nil {
-			return fmt.Errorf("%w: %v", errCheck, err)
+			return nil, fmt.Errorf("%w: %v", errCheck, err)
 		}
 		raw, err := encodeWithMeta(merged, map[string]string{"samsyn.study": s.ID, "samsyn.query_id": q.ID,
 			"samsyn.query_hash": q.Hash, "samsyn.missing_associations": fmt.Sprint(missing)})
 		merged.Release()
 		if err != nil {
-			return err
+			return nil, err
 		}
 		ch := Checks{Rows: rep.Cells, Bytes: len(raw), Cells: rep.Cells, Suppressed: rep.Suppressed, StructuralZeros: rep.StructuralZeros,
 			Associations: present, Missing: missing, Partial: len(missing) > 0, Disclosure: json.RawMessage(c.o.Policy.Params()),
@@ -521,19 +531,22 @@ func (c *Coordinator) check(ctx context.Context, s *study.Study, order []string)
 			ch.Missing = []string{}
 		}
 		if ch.Rows > c.o.MaxRows || ch.Bytes > c.o.MaxBytes {
-			return fmt.Errorf("%w: %s has %d rows, %d bytes (limits %d, %d)", errCheck, q.ID, ch.Rows, ch.Bytes, c.o.MaxRows, c.o.MaxBytes)
+			return nil, fmt.Errorf("%w: %s has %d rows, %d bytes (limits %d, %d)", errCheck, q.ID, ch.Rows, ch.Bytes, c.o.MaxRows, c.o.MaxBytes)
 		}
 		checks, err := json.Marshal(ch)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := c.o.Store.PutResult(ctx, s.ID, state.Result{QueryIndex: qi, QueryID: q.ID, Release: raw, Checks: checks, ReleasedAt: time.Now()}); err != nil {
-			return err
+			return nil, err
 		}
 		c.released.Inc()
 		c.suppressed.Add(float64(rep.Suppressed))
 	}
-	return nil
+	if len(withheld) == len(s.Queries) {
+		return withheld, fmt.Errorf("%w: no node released any query of the study", errCheck)
+	}
+	return withheld, nil
 }
 
 func encode(rec arrow.Record) ([]byte, error) { return encodeWithMeta(rec, nil) }
