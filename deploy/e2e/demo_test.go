@@ -1,0 +1,201 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// buildBinary builds the samsyn binary once for the tests that run it as a child process.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "samsyn")
+	cmd := exec.Command("go", "build", "-o", bin, "../../cmd/samsyn")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build samsyn: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// demoRun is one `samsyn demo` child process.
+type demoRun struct {
+	cmd   *exec.Cmd
+	ready string
+	lines []string
+}
+
+func startDemo(t *testing.T, bin, dir string) *demoRun {
+	t.Helper()
+	cmd := exec.Command(bin, "demo", "--dir", dir, "--port-offset", "1000", "--log-level", "warn")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := &demoRun{cmd: cmd}
+	readyc := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			line := sc.Text()
+			d.lines = append(d.lines, line)
+			if url, ok := strings.CutPrefix(line, "ready "); ok {
+				readyc <- url
+			}
+		}
+		close(readyc)
+	}()
+	select {
+	case url, ok := <-readyc:
+		if !ok {
+			cmd.Wait()
+			t.Fatalf("demo exited before ready:\n%s", strings.Join(d.lines, "\n"))
+		}
+		d.ready = url
+	case <-time.After(120 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("demo not ready in 120 s:\n%s", strings.Join(d.lines, "\n"))
+	}
+	return d
+}
+
+// survivors lists processes whose command line mentions dir.
+func survivors(dir string) []string {
+	var out []string
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		cmdline := strings.ReplaceAll(string(raw), "\x00", " ")
+		if strings.Contains(cmdline, dir) && !strings.Contains(cmdline, "go test") {
+			out = append(out, e.Name()+": "+cmdline)
+		}
+	}
+	return out
+}
+
+func waitNoSurvivors(t *testing.T, dir string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		left := survivors(dir)
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("processes left behind:\n%s", strings.Join(left, "\n"))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func getJSON(t *testing.T, url, token string, out any) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s: %s %s", url, resp.Status, raw)
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDemoE2EStartsServesStopsAndLeavesNothingBehind(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the whole federation as processes")
+	}
+	bin := buildBinary(t)
+	dir := filepath.Join(t.TempDir(), "demo")
+	first := time.Now()
+	d := startDemo(t, bin, dir)
+	t.Logf("first start ready in %s", time.Since(first).Round(time.Millisecond))
+	var creds struct {
+		Coordinator string            `json:"coordinator"`
+		Tokens      map[string]string `json:"tokens"`
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "credentials.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.Unmarshal(raw, &creds)
+	if fi, _ := os.Stat(filepath.Join(dir, "credentials.json")); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("credentials.json has mode %v", fi.Mode())
+	}
+	var nodes []struct{ Association, Status string }
+	getJSON(t, creds.Coordinator+"/api/v1/nodes", creds.Tokens["admin"], &nodes)
+	if len(nodes) != 8 {
+		t.Fatalf("%d nodes", len(nodes))
+	}
+	for _, n := range nodes {
+		if n.Status != "healthy" {
+			t.Fatalf("node %s is %s", n.Association, n.Status)
+		}
+	}
+	var studies []struct{ ID, State string }
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		getJSON(t, creds.Coordinator+"/api/v1/studies", creds.Tokens["admin"], &studies)
+		done := 0
+		for _, s := range studies {
+			if s.State == "released" || s.State == "failed" || s.State == "refused" {
+				done++
+			}
+		}
+		if len(studies) == 4 && done == 4 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	released := 0
+	for _, s := range studies {
+		if s.State == "released" {
+			released++
+		}
+	}
+	if released < 3 {
+		t.Fatalf("standard studies: %+v", studies)
+	}
+
+	d.cmd.Process.Signal(os.Interrupt)
+	if err := d.cmd.Wait(); err != nil {
+		t.Fatalf("demo exited with %v:\n%s", err, strings.Join(d.lines, "\n"))
+	}
+	waitNoSurvivors(t, dir)
+
+	again := time.Now()
+	d = startDemo(t, bin, dir)
+	restart := time.Since(again)
+	t.Logf("restart ready in %s", restart.Round(time.Millisecond))
+	if !strings.Contains(strings.Join(d.lines, "\n"), "reusing the demo federation") {
+		t.Fatalf("the restart did not reuse the federation:\n%s", strings.Join(d.lines, "\n"))
+	}
+	getJSON(t, creds.Coordinator+"/api/v1/studies", creds.Tokens["admin"], &studies)
+	if len(studies) != 4 {
+		t.Fatalf("the restart seeded studies again: %d", len(studies))
+	}
+	// Killed outright, the demo cannot clean up: the kernel must stop its children.
+	d.cmd.Process.Signal(syscall.SIGKILL)
+	d.cmd.Wait()
+	waitNoSurvivors(t, dir)
+}
