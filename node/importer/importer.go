@@ -103,6 +103,15 @@ func (im *Importer) Import(ctx context.Context, opts Options) (res *Result, err 
 	if progress == nil {
 		progress = func(string, int64, int64) {}
 	}
+	phaseStart, phase := time.Now(), "open"
+	report := progress
+	progress = func(p string, done, total int64) {
+		if p != phase {
+			im.logger.Debug("import phase done", "phase", phase, "elapsed", time.Since(phaseStart))
+			phase, phaseStart = p, time.Now()
+		}
+		report(p, done, total)
+	}
 	defer func() {
 		result := "written"
 		var ve *ValidationError
@@ -325,9 +334,24 @@ func indexOf(list []string, v string) int {
 	return -1
 }
 
-// check runs every rule and the duplicate-key check over the staged rows.
+// check runs every rule and the duplicate-key check over the staged rows. A cheap filter
+// runs first; the query that lists problems with their lines runs only if there are any.
 func (im *Importer) check(ctx context.Context, conn *sql.Conn, sources []*source, t *schemas.Table, association string, ps *problems) error {
-	rows, err := conn.QueryContext(ctx, problemQuery(checks(im.schema, t, association)))
+	cs := checks(im.schema, t, association)
+	var bad int64
+	if err := conn.QueryRowContext(ctx, anyProblemQuery(cs)).Scan(&bad); err != nil {
+		return fmt.Errorf("check rows: %w", err)
+	}
+	if bad > 0 {
+		if err := im.listProblems(ctx, conn, sources, cs, ps); err != nil || ps.total > 0 {
+			return err
+		}
+	}
+	return im.checkDuplicates(ctx, conn, sources, t, ps)
+}
+
+func (im *Importer) listProblems(ctx context.Context, conn *sql.Conn, sources []*source, cs []check, ps *problems) error {
+	rows, err := conn.QueryContext(ctx, problemQuery(cs))
 	if err != nil {
 		return fmt.Errorf("check rows: %w", err)
 	}
@@ -348,16 +372,25 @@ func (im *Importer) check(ctx context.Context, conn *sql.Conn, sources []*source
 		return fmt.Errorf("check rows: %w", err)
 	}
 	ps.total += total - len(ps.list)
-	if total > 0 {
-		return nil
-	}
-	// Duplicates within the import: every occurrence after the first is a problem.
+	return nil
+}
+
+// checkDuplicates reports every row whose key an earlier row of the import already had.
+func (im *Importer) checkDuplicates(ctx context.Context, conn *sql.Conn, sources []*source, t *schemas.Table, ps *problems) error {
 	keys := strings.Join(quoteAll(t.Key), ", ")
 	keyExprs := make([]string, len(t.Key))
 	for i, k := range t.Key {
 		col, _ := t.Column(k)
 		keyExprs[i] = typedExpr(col) + " AS " + ident(k)
 	}
+	var dups int64
+	if err := conn.QueryRowContext(ctx, fmt.Sprintf("SELECT count(*) - count(DISTINCT (%s)) FROM (SELECT %s FROM staged)", keys, strings.Join(keyExprs, ", "))).Scan(&dups); err != nil {
+		return fmt.Errorf("check duplicates: %w", err)
+	}
+	if dups == 0 {
+		return nil
+	}
+	total := 0
 	q := fmt.Sprintf(`WITH k AS (SELECT file, row, %s FROM staged),
 d AS (SELECT file, row, first_value(file) OVER w AS ffile, first_value(row) OVER w AS frow, row_number() OVER w AS n FROM k
       WINDOW w AS (PARTITION BY %s ORDER BY file, row))
@@ -446,7 +479,15 @@ func (im *Importer) write(ctx context.Context, staging *sql.Conn, sources []*sou
 	}
 
 	cols := strings.Join(quoteAll(t.ColumnNames()), ", ")
-	if _, err := conn.ExecContext(ctx, fmt.Sprintf("CREATE TEMP TABLE samsyn_changed AS SELECT %s FROM samsyn_incoming EXCEPT SELECT %s FROM %s", cols, cols, t.Name)); err != nil {
+	var existing int64
+	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM (SELECT 1 FROM "+t.Name+" LIMIT 1)").Scan(&existing); err != nil {
+		return 0, fmt.Errorf("compare with the store: %w", err)
+	}
+	compare := fmt.Sprintf("CREATE TEMP TABLE samsyn_changed AS SELECT %s FROM samsyn_incoming EXCEPT SELECT %s FROM %s", cols, cols, t.Name)
+	if existing == 0 {
+		compare = fmt.Sprintf("CREATE TEMP TABLE samsyn_changed AS SELECT %s FROM samsyn_incoming", cols)
+	}
+	if _, err := conn.ExecContext(ctx, compare); err != nil {
 		return 0, fmt.Errorf("compare with the store: %w", err)
 	}
 	var changed int64

@@ -189,3 +189,12 @@ func problemQuery(cs []check) string {
 	return `WITH p AS (SELECT file, row, unnest(list_filter([` + strings.Join(parts, ",\n ") + `], x -> x IS NOT NULL)) AS problem FROM staged)
 SELECT file, row, problem, count(*) OVER () AS total FROM p ORDER BY file, row, problem LIMIT ` + fmt.Sprint(MaxProblems)
 }
+
+// anyProblemQuery counts the rows with any problem: a plain filter, fast when there are none.
+func anyProblemQuery(cs []check) string {
+	conds := make([]string, len(cs))
+	for i, c := range cs {
+		conds[i] = "coalesce(" + c.cond + ", false)"
+	}
+	return "SELECT count(*) FROM staged WHERE " + strings.Join(conds, "\n OR ")
+}
