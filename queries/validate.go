@@ -159,7 +159,7 @@ func bindDimension(s *schemas.Schema, d *Dimension) error {
 	}
 	cl, ok := s.CodeList(d.CodeList)
 	if !ok {
-		return errors.New("not bound to a code list: name a schema code column or code list, or give codelist:")
+		return errors.New("not bound to a code list: name a schema code column or code list, or set codelist")
 	}
 	if cl.Banding != "" {
 		return fmt.Errorf("%s is a banding: give from: with the numeric column it bands", cl.Name)

@@ -177,6 +177,9 @@ func TestDemoE2EStartsServesStopsAndLeavesNothingBehind(t *testing.T) {
 		t.Fatalf("standard studies: %+v", studies)
 	}
 
+	checkMetrics(t, creds.Coordinator+"/metrics", "samsyn_coordinator_results_released_total")
+	checkMetrics(t, "http://127.0.0.1:8202/metrics", "samsyn_node_flight_requests_total")
+
 	d.cmd.Process.Signal(os.Interrupt)
 	if err := d.cmd.Wait(); err != nil {
 		t.Fatalf("demo exited with %v:\n%s", err, strings.Join(d.lines, "\n"))
@@ -198,4 +201,32 @@ func TestDemoE2EStartsServesStopsAndLeavesNothingBehind(t *testing.T) {
 	d.cmd.Process.Signal(syscall.SIGKILL)
 	d.cmd.Wait()
 	waitNoSurvivors(t, dir)
+}
+
+// checkMetrics scrapes an exposition, requires a metric in it, and lints it with Prometheus's
+// promtool. CI installs promtool and sets SAMSYN_REQUIRE_PROMTOOL=1 so the lint never skips there.
+func checkMetrics(t *testing.T, url, want string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(raw), want) {
+		t.Fatalf("%s has no %s", url, want)
+	}
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("SAMSYN_REQUIRE_PROMTOOL") != "" {
+			t.Fatal("promtool is required (apt-get install prometheus)")
+		}
+		t.Logf("promtool not installed: the exposition of %s was not linted", url)
+		return
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(string(raw))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("promtool check metrics %s: %v\n%s", url, err, out)
+	}
 }

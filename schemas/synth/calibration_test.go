@@ -69,13 +69,12 @@ type figures struct {
 }
 
 type assocFigures struct {
-	n                       int
-	age                     mean
-	women, fk, ge5, social  ratio
-	workStudies, ordinary   ratio
-	months                  mean
-	participantsInSelection int
-	municipalities          map[string]int
+	n                      int
+	age                    mean
+	women, fk, ge5, social ratio
+	workStudies, ordinary  ratio
+	months                 mean
+	municipalities         map[string]int
 }
 
 func monthsBetween(a, b Date) int {

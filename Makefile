@@ -1,0 +1,55 @@
+# Samsyn: federated analytics for the MIA coordination associations.
+# `make` alone lists the targets.
+
+SHELL := bash
+GO ?= go
+export CGO_ENABLED := 1
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+TOOLS := $(CURDIR)/bin/tools
+BENCH ?= .
+BENCHTIME ?= 1x
+DEMO_FLAGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help build demo test test-e2e bench bench-import lint fmt tidy-check clean
+
+help: ## List the targets
+	@grep -hE '^[a-z][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
+
+build: ## Build bin/samsyn
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/samsyn ./cmd/samsyn
+
+demo: build ## Start the whole federation locally on synthetic data (Ctrl-C stops it)
+	bin/samsyn demo $(DEMO_FLAGS)
+
+test: ## Run every test with the race detector, whole-federation tests included
+	$(GO) test -race -timeout 30m ./...
+
+test-e2e: ## Run only the whole-federation tests (real processes, real mTLS)
+	$(GO) test -race -timeout 20m -run 'E2E|Federation|Demo' ./deploy/e2e/...
+
+bench: ## Run the benchmarks (BENCH=regexp, BENCHTIME=1x); figures go to docs/benchmarks.md
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -benchmem -timeout 60m ./...
+
+bench-import: ## Import 1,000,000 participants from CSV against DuckDB's own read_csv
+	$(GO) test -run '^$$' -bench 'ImportVsReadCSV' -benchtime 1x -timeout 30m ./node/importer/
+
+lint: ## go vet, staticcheck and the import-direction check
+	$(GO) vet ./...
+	@test -x $(TOOLS)/staticcheck || GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@latest
+	$(TOOLS)/staticcheck ./...
+	bash .ci/check-imports
+
+fmt: ## Format every Go file
+	gofmt -w $$(git ls-files '*.go')
+
+tidy-check: ## Fail if go mod tidy would change go.mod or go.sum
+	@tmp=$$(mktemp -d); cp go.mod go.sum $$tmp/; $(GO) mod tidy; \
+	if ! cmp -s $$tmp/go.mod go.mod || ! cmp -s $$tmp/go.sum go.sum; then \
+		diff -u $$tmp/go.mod go.mod; cp $$tmp/go.mod $$tmp/go.sum .; \
+		echo "go mod tidy would change go.mod or go.sum: run it and commit"; exit 1; fi; \
+	echo "go.mod and go.sum are tidy"
+
+clean: ## Remove build output
+	rm -rf bin
