@@ -1,5 +1,3 @@
-// Package federation holds the reference federation (federation.yaml) and parses it. It is
-// configuration, embedded so that the demo runs from any folder; it must never hold secrets.
 package federation
 
 import (
