@@ -10,6 +10,7 @@ import (
 	"net"
 
 	"github.com/apache/arrow/go/v17/arrow/flight"
+	"github.com/apache/arrow/go/v17/arrow/memory"
 	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -37,6 +38,7 @@ type Options struct {
 	AssociationKey ed25519.PublicKey
 	Logger         *slog.Logger
 	Registerer     prometheus.Registerer
+	Allocator      memory.Allocator // for Arrow buffers; the Go allocator when nil
 	// Listening, if set, is told the Flight address once the node listens.
 	Listening func(addr string)
 	// Ready is told when the node is ready to answer and when it stops being ready.
@@ -68,9 +70,17 @@ func Serve(ctx context.Context, o Options) error {
 		return err
 	}
 	defer log.Close()
+	if len(cfg.AllowedQueries) == 0 {
+		logger.Warn("no allowed_queries in the node config: this node refuses every request (deny by default); list query ids, or \"*\" for every signed entry")
+	}
+	for _, id := range cfg.AllowedQueries {
+		if _, ok := cat.Get(id); !ok && id != "*" {
+			return fmt.Errorf("%s: allowed_queries: %q is not in the signed catalog", cfg.Path(), id)
+		}
+	}
 	x, err := executor.New(ctx, st, executor.Options{
-		Association: cfg.Association, Secret: o.Secret, Policy: cfg.EffectivePolicy(),
-		Timeout: cfg.Query.Timeout, MemoryLimit: cfg.Query.MemoryLimit, Logger: logger, Registerer: o.Registerer,
+		Association: cfg.Association, Secret: o.Secret, Policy: cfg.EffectivePolicy(), Conns: cfg.Query.MaxConcurrent,
+		Timeout: cfg.Query.Timeout, MemoryLimit: cfg.Query.MemoryLimit, Logger: logger, Registerer: o.Registerer, Allocator: o.Allocator,
 	})
 	if err != nil {
 		return err
@@ -84,7 +94,15 @@ func Serve(ctx context.Context, o Options) error {
 		NodeID: cfg.Association, Association: cfg.Association, Catalog: cat, Runner: x, Audit: log,
 		Verifier: wire.Verifier{Coordinators: keys, CatalogKey: o.CatalogKey, AssociationKey: o.AssociationKey,
 			Nonces: wire.NewMemoryNonces(wire.DefaultMaxNonces)},
-		Logger: logger, Registerer: o.Registerer,
+		Allowed: func(id string) error {
+			if !cfg.Allows(id) {
+				return fmt.Errorf("query %s is not in this node's allowed_queries", id)
+			}
+			return nil
+		},
+		Snapshot:  st.Snapshot,
+		Allocator: o.Allocator,
+		Logger:    logger, Registerer: o.Registerer,
 	})
 	if err != nil {
 		return err

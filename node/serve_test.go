@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"github.com/apache/arrow/go/v17/arrow/flight"
+	"github.com/apache/arrow/go/v17/arrow/memory"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -33,6 +35,8 @@ import (
 
 // federation is one node served for real, and the keys and certificates around it.
 type federation struct {
+	alloc                         *memory.CheckedAllocator
+	foreignTLS                    mtls.Files
 	dir                           string
 	addr                          string
 	catalog                       *queries.Catalog
@@ -67,6 +71,14 @@ func startNode(t *testing.T) *federation {
 	nodeTLS := issue(t, ca, caFile, f.dir, "node", mtls.NodeIdentity("hbs"))
 	f.coordTLS = issue(t, ca, caFile, f.dir, "coord", mtls.CoordinatorIdentity("region"))
 	f.intruderTLS = issue(t, ca, caFile, f.dir, "intruder", mtls.NodeIdentity("varna"))
+	other, err := mtls.NewCA("another federation", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherFile := filepath.Join(f.dir, "other-ca.pem")
+	os.WriteFile(otherFile, other.PEM, 0o644)
+	f.foreignTLS = issue(t, other, otherFile, f.dir, "foreign", mtls.CoordinatorIdentity("region"))
+	f.foreignTLS.CA = caFile // it trusts our CA, but its own certificate comes from another
 
 	authPub, authKey, _ := ed25519.GenerateKey(nil)
 	ticketPub, ticketKey, _ := ed25519.GenerateKey(nil)
@@ -96,6 +108,7 @@ tls: {ca: %s, cert: %s, key: %s}
 coordinator: {identity: samsyn://coordinator/region, ticket_keys: [unused.pub]}
 catalog: {dir: catalog, authority_key: unused.pub}
 association_key: unused.pub
+allowed_queries: [exits_by_municipality, outcome_by_method, exits_by_association]
 `, caFile, nodeTLS.Cert, nodeTLS.Key)), 0o644)
 	f.cfg, err = config.Load(cfgPath)
 	if err != nil {
@@ -115,13 +128,14 @@ association_key: unused.pub
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.alloc = memory.NewCheckedAllocator(memory.NewGoAllocator())
 	ctx, cancel := context.WithCancel(context.Background())
 	listening := make(chan string, 1)
 	done := make(chan error, 1)
 	go func() {
 		done <- Serve(ctx, Options{Config: f.cfg, Secret: []byte("node-secret-0123456789abcdef0123"), TLS: serverTLS,
 			CatalogKey: authPub, TicketKeys: []ed25519.PublicKey{ticketPub}, AssociationKey: assocPub,
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Listening: func(a string) { listening <- a }})
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Allocator: f.alloc, Listening: func(a string) { listening <- a }})
 	}()
 	select {
 	case f.addr = <-listening:
@@ -135,6 +149,7 @@ association_key: unused.pub
 		if err := <-done; err != nil {
 			t.Errorf("serve: %v", err)
 		}
+		f.alloc.AssertSize(t, 0)
 	})
 	return f
 }
@@ -261,6 +276,11 @@ func TestNodeFlightContract(t *testing.T) {
 		}), codes.PermissionDenied, "bad_approval"},
 		{"approval for other params", f.ticket(t, "outcome_by_method", func(tk *wire.Ticket) { tk.Params = map[string]string{"from": "2021-01-01", "to": "2021-12-31"} }), codes.PermissionDenied, "bad_approval"},
 		{"changed query", f.ticket(t, "outcome_by_method", func(tk *wire.Ticket) { tk.QueryHash = strings.Repeat("ab", 32) }), codes.PermissionDenied, "hash_mismatch"},
+		{"not allowed by the node", f.ticket(t, "months_in_project", nil), codes.PermissionDenied, "not_allowed"},
+		{"parameter outside its domain", f.ticket(t, "outcome_by_method", func(tk *wire.Ticket) {
+			tk.Params = map[string]string{"from": "2021-01-02", "to": "2021-12-31"}
+			tk.Approval = ed25519.Sign(f.assocKey, wire.ApprovalMessage("st-test", "hbs", tk.QueryID, tk.QueryHash, tk.Params))
+		}), codes.InvalidArgument, "bad_params"},
 		{"tampered", func() []byte {
 			raw := f.ticket(t, "outcome_by_method", nil)
 			raw[len(raw)/2] ^= 1
@@ -276,6 +296,25 @@ func TestNodeFlightContract(t *testing.T) {
 
 	if _, err := f.client(t, f.intruderTLS).Get(ctx, f.ticket(t, "outcome_by_method", nil)); err == nil {
 		t.Fatal("a node certificate was served as the coordinator")
+	}
+	if _, err := f.client(t, f.foreignTLS).Get(ctx, f.ticket(t, "outcome_by_method", nil)); err == nil {
+		t.Fatal("a certificate from another CA was served")
+	}
+
+	results, err := c.flight.DoAction(ctx, &flight.Action{Type: "health"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := results.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var health struct {
+		Status, Snapshot, Catalog string
+		SchemaVersion             int `json:"schema_version"`
+	}
+	if err := json.Unmarshal(res.Body, &health); err != nil || health.Status != "serving" || health.Snapshot == "" || health.Catalog == "" || health.SchemaVersion != 1 {
+		t.Fatalf("health action: %s %v", res.Body, err)
 	}
 
 	n2, err := audit.VerifyFile(f.cfg.Abs(f.cfg.AuditLog))

@@ -96,7 +96,7 @@ func startInProc(t *testing.T, perNode int, onlyAssoc ...string) *inproc {
 		pub, key, _ := ed25519.GenerateKey(nil)
 		f.assocKeys[assoc] = key
 		cfgPath := filepath.Join(nodeDir, "node.yaml")
-		os.WriteFile(cfgPath, []byte(fmt.Sprintf("association: %s\nlisten: 127.0.0.1:0\ntls: {ca: %s, cert: %s, key: %s}\ncoordinator: {identity: %s, ticket_keys: [x]}\ncatalog: {dir: %s, authority_key: x}\nassociation_key: x\n",
+		os.WriteFile(cfgPath, []byte(fmt.Sprintf("association: %s\nlisten: 127.0.0.1:0\ntls: {ca: %s, cert: %s, key: %s}\ncoordinator: {identity: %s, ticket_keys: [x]}\ncatalog: {dir: %s, authority_key: x}\nassociation_key: x\nallowed_queries: [\"*\"]\n",
 			assoc, caFile, nf.Cert, nf.Key, mtls.CoordinatorIdentity("region"), catDir)), 0o644)
 		cfg, err := config.Load(cfgPath)
 		if err != nil {

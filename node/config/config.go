@@ -48,6 +48,9 @@ type Config struct {
 	// AssociationKey is the public key of this association's data owner, who approves studies.
 	AssociationKey string `yaml:"association_key"`
 	Query          Query  `yaml:"query"`
+	// AllowedQueries are the catalog query ids this node answers; ["*"] answers every signed
+	// entry. Deny by default: without the list the node refuses every request.
+	AllowedQueries []string `yaml:"allowed_queries"`
 	// Policy makes disclosure control stricter than the federation's defaults (never looser).
 	Policy *disclosure.Policy `yaml:"policy"`
 
@@ -79,8 +82,19 @@ type Catalog struct {
 
 // Query bounds every catalog query the node runs.
 type Query struct {
-	Timeout     time.Duration `yaml:"timeout"`
-	MemoryLimit string        `yaml:"memory_limit"`
+	Timeout       time.Duration `yaml:"timeout"`
+	MemoryLimit   string        `yaml:"memory_limit"`
+	MaxConcurrent int           `yaml:"max_concurrent"`
+}
+
+// Allows reports whether the node answers query id.
+func (c *Config) Allows(id string) bool {
+	for _, a := range c.AllowedQueries {
+		if a == "*" || a == id {
+			return true
+		}
+	}
+	return false
 }
 
 // Abs resolves a path from the file relative to the file's folder.
@@ -142,7 +156,7 @@ func Load(path string) (*Config, error) {
 		return nil, err
 	}
 	c := &Config{Store: "store.duckdb", SecretFile: "secret", AuditLog: "audit.log", HealthListen: "127.0.0.1:0",
-		Query: Query{Timeout: 30 * time.Second, MemoryLimit: "512MB"}, dir: filepath.Dir(abs), path: path}
+		Query: Query{Timeout: 30 * time.Second, MemoryLimit: "512MB", MaxConcurrent: 4}, dir: filepath.Dir(abs), path: path}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(raw, &doc); err != nil {
 		return nil, yamlError(path, err)
@@ -209,6 +223,8 @@ func (c *Config) Validate(lines map[string]int) error {
 		return fail("secret_file", "empty: expected the path of the node secret")
 	case c.Query.Timeout <= 0 || c.Query.Timeout > 10*time.Minute:
 		return fail("query", fmt.Sprintf("timeout %s: expected more than 0 and at most 10m", c.Query.Timeout))
+	case c.Query.MaxConcurrent < 1 || c.Query.MaxConcurrent > 64:
+		return fail("query", fmt.Sprintf("max_concurrent %d: expected 1 to 64", c.Query.MaxConcurrent))
 	}
 	if c.Policy != nil {
 		if err := c.Policy.Check(); err != nil {

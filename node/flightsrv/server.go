@@ -2,6 +2,7 @@ package flightsrv
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -55,8 +56,10 @@ type Options struct {
 	Audit       Auditor
 	// Verifier holds the keys and the nonce store; the service fills in Association,
 	// Catalog and Allowed from its own catalog and policy.
-	Verifier   wire.Verifier
-	Allowed    func(queryID string) error // the node's own policy on which queries it answers; nil allows all
+	Verifier wire.Verifier
+	Allowed  func(queryID string) error // the node's own policy on which queries it answers; nil denies all
+	// Snapshot reports the store's data snapshot id, for the health action.
+	Snapshot   func(ctx context.Context) (string, error)
 	Allocator  memory.Allocator
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -65,9 +68,11 @@ type Options struct {
 // Server implements flight.FlightServer for DoGet.
 type Server struct {
 	flight.BaseFlightServer
-	opts     Options
-	logger   *slog.Logger
-	requests *prometheus.CounterVec
+	opts       Options
+	logger     *slog.Logger
+	requests   *prometheus.CounterVec
+	cells      *prometheus.CounterVec
+	catalogSum string
 }
 
 // New returns the service.
@@ -96,14 +101,24 @@ func New(opts Options) (*Server, error) {
 	allowed := opts.Allowed
 	v.Allowed = func(id, _ string) error {
 		if allowed == nil {
-			return nil
+			return errors.New("this node has no allowed queries (deny by default)")
 		}
 		return allowed(id)
 	}
 	s := &Server{opts: opts, logger: opts.Logger.With("component", "flight")}
-	s.requests = promauto.With(opts.Registerer).NewCounterVec(prometheus.CounterOpts{
+	f := promauto.With(opts.Registerer)
+	s.requests = f.NewCounterVec(prometheus.CounterOpts{
 		Name: "samsyn_node_flight_requests_total", Help: "DoGet requests by result (released, refused, error) and reason.",
 	}, []string{"result", "reason"})
+	s.cells = f.NewCounterVec(prometheus.CounterOpts{
+		Name: "samsyn_node_cells_total", Help: "Cells in released tables, by whether they were suppressed.",
+	}, []string{"suppressed"})
+	h := sha256.New()
+	for _, id := range opts.Catalog.IDs() {
+		e, _ := opts.Catalog.Get(id)
+		fmt.Fprintf(h, "%s %s\n", id, e.Hash())
+	}
+	s.catalogSum = hex.EncodeToString(h.Sum(nil))[:16]
 	return s, nil
 }
 
@@ -208,6 +223,8 @@ func (s *Server) DoGet(tkt *flight.Ticket, stream flight.FlightService_DoGetServ
 		return fmt.Errorf("stream release: %w", err)
 	}
 	s.requests.WithLabelValues("released", "").Inc()
+	s.cells.WithLabelValues("true").Add(float64(res.Report.Suppressed))
+	s.cells.WithLabelValues("false").Add(float64(res.Report.Cells - res.Report.Suppressed))
 	s.logger.Info("released", "study", t.StudyID, "query", t.QueryID, "cells", res.Report.Cells, "suppressed", res.Report.Suppressed, "elapsed", res.Elapsed.Round(time.Microsecond))
 	return nil
 }
@@ -223,4 +240,44 @@ func withProvenance(rec arrow.Record, extra map[string]string) arrow.Record {
 	sc := arrow.NewSchema(rec.Schema().Fields(), &m)
 	cols := rec.Columns()
 	return array.NewRecord(sc, cols, rec.NumRows())
+}
+
+// ActionHealth is the Flight action that reports the node's health.
+const ActionHealth = "health"
+
+// Health is the body of the health action.
+type Health struct {
+	Status        string `json:"status"`
+	Node          string `json:"node"`
+	Association   string `json:"association"`
+	Snapshot      string `json:"snapshot"`
+	SchemaVersion int    `json:"schema_version"`
+	Catalog       string `json:"catalog"` // digest of the signed catalog's ids and hashes
+	Queries       int    `json:"queries"`
+}
+
+// ListActions names the health action.
+func (s *Server) ListActions(_ *flight.Empty, stream flight.FlightService_ListActionsServer) error {
+	return stream.Send(&flight.ActionType{Type: ActionHealth, Description: "status, data snapshot, schema and catalog versions"})
+}
+
+// DoAction answers the health action; every other action is refused.
+func (s *Server) DoAction(a *flight.Action, stream flight.FlightService_DoActionServer) error {
+	if a.GetType() != ActionHealth {
+		return status.Errorf(codes.Unimplemented, "unknown action %q: this node answers %q", a.GetType(), ActionHealth)
+	}
+	h := Health{Status: "serving", Node: s.opts.NodeID, Association: s.opts.Association, SchemaVersion: schemas.Version,
+		Catalog: s.catalogSum, Queries: len(s.opts.Catalog.Entries)}
+	if s.opts.Snapshot != nil {
+		snap, err := s.opts.Snapshot(stream.Context())
+		if err != nil {
+			return status.Error(codes.Unavailable, "store unavailable")
+		}
+		h.Snapshot = snap
+	}
+	body, err := json.Marshal(h)
+	if err != nil {
+		return err
+	}
+	return stream.Send(&flight.Result{Body: body})
 }

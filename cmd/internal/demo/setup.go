@@ -212,7 +212,9 @@ coordinator:
   ticket_keys: [../../keys/coordinator.pub]
 catalog: {dir: ../../catalog, authority_key: ../../keys/catalog-authority.pub}
 association_key: ../../keys/%[1]s.pub
-query: {timeout: 30s, memory_limit: 256MB}
+query: {timeout: 30s, memory_limit: 256MB, max_concurrent: 4}
+# Deny by default: the node answers only the queries listed here ("*": every signed entry).
+allowed_queries: ["*"]
 `, n.Association, n.Flight, n.Health, mtls.CoordinatorIdentity(f.Coordinator.ID))
 }
 
