@@ -1,0 +1,173 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/csv"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/apache/arrow/go/v17/arrow/ipc"
+	"github.com/apache/arrow/go/v17/arrow/memory"
+	"github.com/apache/arrow/go/v17/parquet/file"
+	"github.com/apache/arrow/go/v17/parquet/pqarrow"
+	"github.com/xuri/excelize/v2"
+
+	"github.com/samsyn/samsyn/coordinator/api"
+	"github.com/samsyn/samsyn/coordinator/study"
+)
+
+var roles = []string{"steering", "evaluator", "association:hbs", "association:varna", "admin"}
+
+func apiServer(t *testing.T, f *inproc) (*httptest.Server, map[string]string) {
+	t.Helper()
+	tokens := map[string]string{}
+	var list []api.Token
+	for _, r := range roles {
+		tok := "token-for-" + strings.ReplaceAll(r, ":", "-")
+		sum := sha256.Sum256([]byte(tok))
+		tokens[r] = tok
+		list = append(list, api.Token{User: api.User{Name: "user-" + r, Role: r}, SHA256: hex.EncodeToString(sum[:])})
+	}
+	srv := httptest.NewServer(api.New(f.coord, f.store, list, slog.New(slog.DiscardHandler)).Handler())
+	t.Cleanup(srv.Close)
+	return srv, tokens
+}
+
+func call(t *testing.T, method, url, token string, body []byte, accept string) (int, []byte, http.Header) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if accept != "" {
+		req.Header.Set("Accept", accept)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, raw, resp.Header
+}
+
+func TestAPIRolesAndResultFormats(t *testing.T) {
+	f := startInProc(t, 300, "hbs", "varna")
+	srv, tok := apiServer(t, f)
+	studyFile := []byte("title: API\npurpose: e2e\nassociations: [hbs, varna]\non_node_failure: partial\nqueries:\n  - {id: exits_by_association, params: {from: 2020-04-01, to: 2022-09-30}}\n")
+	code, raw, _ := call(t, "POST", srv.URL+"/api/v1/studies", tok["evaluator"], studyFile, "")
+	if code != http.StatusCreated {
+		t.Fatalf("submit: %d %s", code, raw)
+	}
+	var s study.Study
+	json.Unmarshal(raw, &s)
+	f.approveAll(t, &s)
+	f.wait(t, s.ID)
+
+	id := s.ID
+	endpoints := []struct {
+		method, path string
+		body         []byte
+		allowed      map[string]int // role -> expected status; roles not listed must get 403
+	}{
+		{"GET", "/api/v1/catalog", nil, map[string]int{"steering": 200, "evaluator": 200, "association:hbs": 200, "association:varna": 200, "admin": 200}},
+		{"GET", "/api/v1/nodes", nil, map[string]int{"steering": 200, "admin": 200}},
+		{"POST", "/api/v1/studies", []byte("title: x\n"), map[string]int{"evaluator": 422}},
+		{"GET", "/api/v1/studies", nil, map[string]int{"steering": 200, "evaluator": 200, "association:hbs": 200, "association:varna": 200, "admin": 200}},
+		{"GET", "/api/v1/studies/" + id, nil, map[string]int{"steering": 200, "evaluator": 200, "association:hbs": 200, "association:varna": 200, "admin": 200}},
+		{"GET", "/api/v1/studies/" + id + "/approvals", nil, map[string]int{"steering": 200, "evaluator": 200, "association:hbs": 200, "association:varna": 200, "admin": 200}},
+		{"POST", "/api/v1/studies/" + id + "/approvals", []byte(`{"decision":"refused","reason":"late"}`), map[string]int{"association:hbs": 409, "association:varna": 409}},
+		{"GET", "/api/v1/studies/" + id + "/results", nil, map[string]int{"steering": 200, "evaluator": 200, "association:hbs": 200, "association:varna": 200, "admin": 200}},
+		{"GET", "/api/v1/studies/" + id + "/results/exits_by_association", nil, map[string]int{"steering": 200, "evaluator": 200, "association:hbs": 200, "association:varna": 200, "admin": 200}},
+	}
+	for _, e := range endpoints {
+		if c, body, _ := call(t, e.method, srv.URL+e.path, "", e.body, ""); c != http.StatusUnauthorized || !strings.Contains(string(body), `"code": "unauthenticated"`) {
+			t.Errorf("%s %s without a token: %d %s", e.method, e.path, c, body)
+		}
+		if c, _, _ := call(t, e.method, srv.URL+e.path, "not-a-token", e.body, ""); c != http.StatusUnauthorized {
+			t.Errorf("%s %s with a wrong token: %d", e.method, e.path, c)
+		}
+		for _, r := range roles {
+			want, ok := e.allowed[r]
+			if !ok {
+				want = http.StatusForbidden
+			}
+			c, body, _ := call(t, e.method, srv.URL+e.path, tok[r], e.body, "")
+			if c != want {
+				t.Errorf("%s %s as %s: %d, want %d: %s", e.method, e.path, r, c, want, body)
+			}
+			if c >= 400 && !strings.Contains(string(body), `"code"`) {
+				t.Errorf("%s %s as %s: error without a code: %s", e.method, e.path, r, body)
+			}
+		}
+	}
+
+	// The same released table in every format.
+	base := srv.URL + "/api/v1/studies/" + id + "/results/exits_by_association"
+	code, raw, _ = call(t, "GET", base, tok["steering"], nil, "application/json")
+	var table api.Table
+	if code != 200 || json.Unmarshal(raw, &table) != nil || len(table.Rows) == 0 {
+		t.Fatalf("json: %d %s", code, raw)
+	}
+	rows := len(table.Rows)
+	released := map[string]string{}
+	for _, r := range table.Rows {
+		n := ""
+		if r["n"] != nil {
+			n = fmt.Sprint(r["n"])
+		}
+		released[r["association"].(string)+"|"+r["outcome"].(string)] = n
+	}
+	code, raw, hdr := call(t, "GET", base, tok["steering"], nil, "text/csv")
+	recs, err := csv.NewReader(bytes.NewReader(raw)).ReadAll()
+	if code != 200 || err != nil || len(recs) != rows+1 || hdr.Get("Content-Type") != "text/csv" {
+		t.Fatalf("csv: %d %v %d rows", code, err, len(recs))
+	}
+	for _, rec := range recs[1:] {
+		if released[rec[0]+"|"+rec[1]] != rec[2] {
+			t.Fatalf("csv row %v differs from json %q", rec, released[rec[0]+"|"+rec[1]])
+		}
+	}
+	code, raw, _ = call(t, "GET", base+"?format=arrow", tok["steering"], nil, "")
+	rd, err := ipc.NewReader(bytes.NewReader(raw))
+	if code != 200 || err != nil || !rd.Next() || int(rd.Record().NumRows()) != rows {
+		t.Fatalf("arrow: %d %v", code, err)
+	}
+	rd.Release()
+	code, raw, _ = call(t, "GET", base, tok["steering"], nil, "application/vnd.apache.parquet")
+	pf, err := file.NewParquetReader(bytes.NewReader(raw))
+	if code != 200 || err != nil {
+		t.Fatalf("parquet: %d %v", code, err)
+	}
+	fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{}, memory.DefaultAllocator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl, err := fr.ReadTable(context.Background())
+	if err != nil || int(tbl.NumRows()) != rows {
+		t.Fatalf("parquet rows: %v", err)
+	}
+	tbl.Release()
+	code, raw, _ = call(t, "GET", base+"?format=xlsx", tok["steering"], nil, "")
+	x, err := excelize.OpenReader(bytes.NewReader(raw))
+	if code != 200 || err != nil {
+		t.Fatalf("xlsx: %d %v", code, err)
+	}
+	sheetRows, _ := x.GetRows("Resultat")
+	notes, _ := x.GetRows("Om sekretess")
+	if len(sheetRows) != rows+1 || !strings.Contains(sheetRows[0][0], "Samordningsförbund / Coordination association") || len(notes) < 3 || !strings.Contains(notes[2][0], "färre än 5") {
+		t.Fatalf("xlsx: %d rows, header %v", len(sheetRows), sheetRows[0])
+	}
+	if code, _, _ := call(t, "GET", base, tok["steering"], nil, "image/png"); code != http.StatusNotAcceptable {
+		t.Fatalf("an unknown format: %d", code)
+	}
+}
