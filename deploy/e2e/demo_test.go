@@ -177,6 +177,7 @@ func TestDemoE2EStartsServesStopsAndLeavesNothingBehind(t *testing.T) {
 		t.Fatalf("standard studies: %+v", studies)
 	}
 
+	cliStudy(t, bin, dir, creds.Coordinator, creds.Tokens)
 	checkMetrics(t, creds.Coordinator+"/metrics", "samsyn_coordinator_results_released_total")
 	checkMetrics(t, "http://127.0.0.1:8202/metrics", "samsyn_node_flight_requests_total")
 
@@ -194,7 +195,7 @@ func TestDemoE2EStartsServesStopsAndLeavesNothingBehind(t *testing.T) {
 		t.Fatalf("the restart did not reuse the federation:\n%s", strings.Join(d.lines, "\n"))
 	}
 	getJSON(t, creds.Coordinator+"/api/v1/studies", creds.Tokens["admin"], &studies)
-	if len(studies) != 4 {
+	if len(studies) != 5 { // the four standard studies and the one run through the CLI
 		t.Fatalf("the restart seeded studies again: %d", len(studies))
 	}
 	// Killed outright, the demo cannot clean up: the kernel must stop its children.
@@ -228,5 +229,68 @@ func checkMetrics(t *testing.T, url, want string) {
 	cmd.Stdin = strings.NewReader(string(raw))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("promtool check metrics %s: %v\n%s", url, err, out)
+	}
+}
+
+// cliStudy runs a study through the samsyn CLI as its users would: the evaluator submits,
+// each data owner approves with their key, the evaluator follows and downloads every format.
+func cliStudy(t *testing.T, bin, dir, coordinator string, tokens map[string]string) {
+	t.Helper()
+	run := func(token string, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(os.Environ(), "SAMSYN_COORDINATOR="+coordinator, "SAMSYN_TOKEN="+token)
+		out, err := cmd.Output()
+		if err != nil {
+			stderr := ""
+			if ee, ok := err.(*exec.ExitError); ok {
+				stderr = string(ee.Stderr)
+			}
+			t.Fatalf("samsyn %s: %v\n%s%s", strings.Join(args, " "), err, out, stderr)
+		}
+		return string(out)
+	}
+	file := filepath.Join(t.TempDir(), "study.yaml")
+	os.WriteFile(file, []byte(`title: Utfall per kommun
+purpose: e2e via the CLI
+queries:
+  - id: exits_by_municipality
+    params: {from: 2020-04-01, to: 2022-09-30}
+associations: all
+on_node_failure: partial
+`), 0o644)
+	out := run(tokens["evaluator"], "study", "submit", file)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	id := lines[len(lines)-1]
+	if !strings.HasPrefix(id, "st-") {
+		t.Fatalf("submit printed %q", out)
+	}
+	for role, token := range tokens {
+		assoc, ok := strings.CutPrefix(role, "association:")
+		if !ok {
+			continue
+		}
+		run(token, "study", "approve", id, "--association", assoc, "--key", filepath.Join(dir, "keys", assoc+".key"))
+	}
+	status := run(tokens["evaluator"], "study", "status", id, "--watch")
+	if !strings.Contains(status, "released") {
+		t.Fatalf("status: %s", status)
+	}
+	table := run(tokens["evaluator"], "study", "results", id)
+	if !strings.Contains(table, "Huddinge") || !strings.Contains(table, "Totalt") {
+		t.Fatalf("table:\n%s", table)
+	}
+	for _, format := range []string{"csv", "json", "arrow", "parquet", "xlsx"} {
+		outFile := filepath.Join(t.TempDir(), "result."+format)
+		run(tokens["evaluator"], "study", "results", id, "--format", format, "--out", outFile)
+		if fi, err := os.Stat(outFile); err != nil || fi.Size() < 100 {
+			t.Fatalf("%s download: %v", format, err)
+		}
+	}
+	// A steering-group token may read the release but not submit.
+	cmd := exec.Command(bin, "study", "submit", file)
+	cmd.Env = append(os.Environ(), "SAMSYN_COORDINATOR="+coordinator, "SAMSYN_TOKEN="+tokens["steering"])
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "403") {
+		t.Fatalf("steering submitted a study: %s", out)
 	}
 }
