@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -30,7 +31,14 @@ func buildBinary(t *testing.T) string {
 type demoRun struct {
 	cmd   *exec.Cmd
 	ready string
+	mu    sync.Mutex
 	lines []string
+}
+
+func (d *demoRun) output() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return strings.Join(d.lines, "\n")
 }
 
 func startDemo(t *testing.T, bin, dir string) *demoRun {
@@ -45,12 +53,20 @@ func startDemo(t *testing.T, bin, dir string) *demoRun {
 		t.Fatal(err)
 	}
 	d := &demoRun{cmd: cmd}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
 	readyc := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
 			line := sc.Text()
+			d.mu.Lock()
 			d.lines = append(d.lines, line)
+			d.mu.Unlock()
 			if url, ok := strings.CutPrefix(line, "ready "); ok {
 				readyc <- url
 			}
@@ -61,12 +77,12 @@ func startDemo(t *testing.T, bin, dir string) *demoRun {
 	case url, ok := <-readyc:
 		if !ok {
 			cmd.Wait()
-			t.Fatalf("demo exited before ready:\n%s", strings.Join(d.lines, "\n"))
+			t.Fatalf("demo exited before ready:\n%s", d.output())
 		}
 		d.ready = url
 	case <-time.After(120 * time.Second):
 		cmd.Process.Kill()
-		t.Fatalf("demo not ready in 120 s:\n%s", strings.Join(d.lines, "\n"))
+		t.Fatalf("demo not ready in 120 s:\n%s", d.output())
 	}
 	return d
 }
@@ -183,7 +199,7 @@ func TestDemoE2EStartsServesStopsAndLeavesNothingBehind(t *testing.T) {
 
 	d.cmd.Process.Signal(os.Interrupt)
 	if err := d.cmd.Wait(); err != nil {
-		t.Fatalf("demo exited with %v:\n%s", err, strings.Join(d.lines, "\n"))
+		t.Fatalf("demo exited with %v:\n%s", err, d.output())
 	}
 	waitNoSurvivors(t, dir)
 
@@ -191,8 +207,8 @@ func TestDemoE2EStartsServesStopsAndLeavesNothingBehind(t *testing.T) {
 	d = startDemo(t, bin, dir)
 	restart := time.Since(again)
 	t.Logf("restart ready in %s", restart.Round(time.Millisecond))
-	if !strings.Contains(strings.Join(d.lines, "\n"), "reusing the demo federation") {
-		t.Fatalf("the restart did not reuse the federation:\n%s", strings.Join(d.lines, "\n"))
+	if !strings.Contains(d.output(), "reusing the demo federation") {
+		t.Fatalf("the restart did not reuse the federation:\n%s", d.output())
 	}
 	getJSON(t, creds.Coordinator+"/api/v1/studies", creds.Tokens["admin"], &studies)
 	if len(studies) != 5 { // the four standard studies and the one run through the CLI

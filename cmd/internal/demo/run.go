@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/samsyn/samsyn/cmd/internal/keyfile"
 	"github.com/samsyn/samsyn/coordinator/study"
+	"github.com/samsyn/samsyn/deploy/federation"
 	"github.com/samsyn/samsyn/queries"
 )
 
@@ -36,6 +38,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	start := time.Now()
 	if err := Setup(ctx, o, f); err != nil {
+		return err
+	}
+	if err := portsFree(f); err != nil {
 		return err
 	}
 	logDir := filepath.Join(o.Dir, "logs")
@@ -235,6 +240,22 @@ func seedStudies(ctx context.Context, o Options, creds *Credentials) error {
 				return err
 			}
 		}
+	}
+	return nil
+}
+
+// portsFree refuses to start when another process (an earlier demo, say) holds an address.
+func portsFree(f *federation.Federation) error {
+	addrs := []string{f.Coordinator.HTTP}
+	for _, n := range f.Nodes {
+		addrs = append(addrs, n.Flight, n.Health)
+	}
+	for _, a := range addrs {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			return fmt.Errorf("address %s is in use (is another demo running? stop it, or use --port-offset): %w", a, err)
+		}
+		ln.Close()
 	}
 	return nil
 }
