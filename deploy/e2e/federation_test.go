@@ -44,7 +44,7 @@ type inproc struct {
 	stopNode   map[string]context.CancelFunc
 }
 
-func startInProc(t *testing.T, perNode int, onlyAssoc ...string) *inproc {
+func startInProc(t testing.TB, perNode int, onlyAssoc ...string) *inproc {
 	t.Helper()
 	f := &inproc{dir: t.TempDir(), assocKeys: map[string]ed25519.PrivateKey{}, stopNode: map[string]context.CancelFunc{}}
 	ca, err := mtls.NewCA("e2e", time.Hour)
@@ -158,7 +158,7 @@ func (f *inproc) sigs(*testing.T) queries.Signatures { return f.signatures }
 
 func (f *inproc) ticketKey(*testing.T) ed25519.PrivateKey { return f.ticket }
 
-func (f *inproc) approveAll(t *testing.T, s *study.Study) {
+func (f *inproc) approveAll(t testing.TB, s *study.Study) {
 	t.Helper()
 	for _, assoc := range s.Associations {
 		a := study.Approval{Association: assoc, Decision: study.Approve, Signatures: study.SignApproval(s, assoc, f.assocKeys[assoc]), Actor: "owner-" + assoc}
@@ -168,7 +168,7 @@ func (f *inproc) approveAll(t *testing.T, s *study.Study) {
 	}
 }
 
-func (f *inproc) wait(t *testing.T, id string) *study.Study {
+func (f *inproc) wait(t testing.TB, id string) *study.Study {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
@@ -179,7 +179,7 @@ func (f *inproc) wait(t *testing.T, id string) *study.Study {
 		if s.State.Final() {
 			return s
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(time.Millisecond)
 	}
 	t.Fatalf("study %s did not finish in 60 s", id)
 	return nil

@@ -3,7 +3,9 @@ package executor
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -133,3 +135,17 @@ func TestTheStoreCannotReadFilesOnceServing(t *testing.T) {
 		t.Fatal("external access is still enabled")
 	}
 }
+
+func benchEnv(b *testing.B) int {
+	v := os.Getenv("SAMSYN_BENCH_NODE_ROWS")
+	if v == "" {
+		return 0
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		b.Fatalf("SAMSYN_BENCH_NODE_ROWS=%q", v)
+	}
+	return n
+}
+
+func errorsIs(err, target error) bool { return errors.Is(err, target) }
