@@ -187,7 +187,6 @@ func benchFanOut(b *testing.B, nodes int) {
 func BenchmarkFanOut64(b *testing.B)  { benchFanOut(b, 64) }
 func BenchmarkFanOut256(b *testing.B) { benchFanOut(b, 256) }
 
-
 // BenchmarkQueryEightNodes measures one catalog query over the eight-node federation (1,900
 // participants in all) without the study workflow around it: signed tickets to eight real
 // nodes over mTLS, each node's executor and disclosure control, and the coordinator's merge.
