@@ -50,6 +50,7 @@ type Options struct {
 	TicketTTL  time.Duration // 5 min when zero
 	MaxRows    int           // output check; 100,000 when zero
 	MaxBytes   int           // output check; 32 MiB when zero
+	Parallel   int           // studies run at once; 8 when zero
 	Audit      *audit.Writer
 	Allocator  memory.Allocator
 	Logger     *slog.Logger
@@ -240,9 +241,16 @@ func (c *Coordinator) Wake() {
 }
 
 // Start runs the worker until Stop. It first resumes every study a previous run left in
-// running or checking, so a restart loses nothing.
+// running or checking, so a restart loses nothing. Up to Parallel studies run at once.
 func (c *Coordinator) Start(ctx context.Context) {
 	ctx, c.cancel = context.WithCancel(ctx)
+	parallel := c.o.Parallel
+	if parallel <= 0 {
+		parallel = 8
+	}
+	slots := make(chan struct{}, parallel)
+	inFlight := map[string]bool{}
+	var mu sync.Mutex
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
@@ -253,20 +261,40 @@ func (c *Coordinator) Start(ctx context.Context) {
 				return
 			case <-c.wake:
 			}
-			for {
-				pending, err := c.o.Store.Studies(ctx, "", study.Running, study.Checking)
-				if err != nil {
+			pending, err := c.o.Store.Studies(ctx, "", study.Running, study.Checking)
+			if err != nil {
+				if ctx.Err() == nil {
 					c.logger.Error("list running studies", "err", err)
-					break
 				}
-				if len(pending) == 0 || ctx.Err() != nil {
-					break
+				continue
+			}
+			for _, s := range pending {
+				mu.Lock()
+				busy := inFlight[s.ID]
+				inFlight[s.ID] = true
+				mu.Unlock()
+				if busy {
+					continue
 				}
-				for _, s := range pending {
-					if err := c.process(ctx, s); err != nil && ctx.Err() == nil {
-						c.logger.Error("study failed", "study", s.ID, "err", err)
+				select {
+				case slots <- struct{}{}:
+				case <-ctx.Done():
+					return
+				}
+				c.wg.Add(1)
+				go func() {
+					defer c.wg.Done()
+					err := c.process(ctx, s)
+					mu.Lock()
+					delete(inFlight, s.ID)
+					mu.Unlock()
+					<-slots
+					if err != nil && ctx.Err() == nil {
+						// Left in running or checking: try again later, not in a tight loop.
+						c.logger.Error("study did not finish; retrying in 5 s", "study", s.ID, "err", err)
+						time.AfterFunc(5*time.Second, c.Wake)
 					}
-				}
+				}()
 			}
 		}
 	}()

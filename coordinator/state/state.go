@@ -109,42 +109,41 @@ func (s *Store) Study(ctx context.Context, id string) (*study.Study, error) {
 	return &st, nil
 }
 
-// Studies lists studies, newest first; evaluator "" lists everyone's.
+// Studies lists studies, newest first; evaluator "" lists everyone's, and states, if given,
+// keep only studies in those states.
 func (s *Store) Studies(ctx context.Context, evaluator string, states ...study.State) ([]*study.Study, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id FROM studies WHERE (? = '' OR evaluator = ?) ORDER BY created_at DESC, id`, evaluator, evaluator)
+	q := `SELECT body, state FROM studies WHERE (? = '' OR evaluator = ?)`
+	args := []any{evaluator, evaluator}
+	if len(states) > 0 {
+		q += ` AND state IN (`
+		for i, st := range states {
+			if i > 0 {
+				q += ", "
+			}
+			q += "?"
+			args = append(args, string(st))
+		}
+		q += `)`
+	}
+	rows, err := s.db.QueryContext(ctx, q+` ORDER BY created_at DESC, id`, args...)
 	if err != nil {
 		return nil, err
 	}
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
+	defer rows.Close()
 	var out []*study.Study
-	for _, id := range ids {
-		st, err := s.Study(ctx, id)
-		if err != nil {
+	for rows.Next() {
+		var body, state string
+		if err := rows.Scan(&body, &state); err != nil {
 			return nil, err
 		}
-		if len(states) == 0 || containsState(states, st.State) {
-			out = append(out, st)
+		var st study.Study
+		if err := json.Unmarshal([]byte(body), &st); err != nil {
+			return nil, err
 		}
+		st.State = study.State(state)
+		out = append(out, &st)
 	}
-	return out, nil
-}
-
-func containsState(list []study.State, s study.State) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
+	return out, rows.Err()
 }
 
 // Move changes a study's state from from to to, if it is still in from.
