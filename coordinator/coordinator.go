@@ -69,6 +69,7 @@ type Coordinator struct {
 	wg       sync.WaitGroup
 
 	studies    *prometheus.CounterVec
+	byState    *prometheus.GaugeVec
 	fanSeconds prometheus.Histogram
 	nodeSecs   *prometheus.HistogramVec
 	nodeErrors *prometheus.CounterVec
@@ -119,6 +120,7 @@ func New(o Options) (*Coordinator, error) {
 	}
 	f := promauto.With(o.Registerer)
 	c.studies = f.NewCounterVec(prometheus.CounterOpts{Name: "samsyn_coordinator_study_transitions_total", Help: "Studies entering each state."}, []string{"state"})
+	c.byState = f.NewGaugeVec(prometheus.GaugeOpts{Name: "samsyn_coordinator_studies", Help: "Studies by current state."}, []string{"state"})
 	c.fanSeconds = f.NewHistogram(prometheus.HistogramOpts{Name: "samsyn_coordinator_fanout_duration_seconds", Help: "Time to fan one query out to all nodes.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)})
 	c.nodeSecs = f.NewHistogramVec(prometheus.HistogramOpts{Name: "samsyn_coordinator_node_latency_seconds", Help: "Time for a node to answer one query.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}, []string{"association"})
 	c.nodeErrors = f.NewCounterVec(prometheus.CounterOpts{Name: "samsyn_coordinator_node_errors_total", Help: "Failed node requests after retries."}, []string{"association"})
@@ -159,6 +161,8 @@ func (c *Coordinator) move(ctx context.Context, id string, from, to study.State,
 		return err
 	}
 	c.studies.WithLabelValues(string(to)).Inc()
+	c.byState.WithLabelValues(string(from)).Dec()
+	c.byState.WithLabelValues(string(to)).Inc()
 	c.audit(ctx, actor, "study."+string(to), map[string]string{"study": id, "note": note})
 	return nil
 }
@@ -173,6 +177,7 @@ func (c *Coordinator) Submit(ctx context.Context, r *study.Request, evaluator st
 		return nil, err
 	}
 	c.studies.WithLabelValues(string(study.Submitted)).Inc()
+	c.byState.WithLabelValues(string(study.Submitted)).Inc()
 	c.audit(ctx, evaluator, "study.submitted", map[string]string{"study": s.ID, "queries": fmt.Sprint(len(s.Queries))})
 	if err := c.move(ctx, s.ID, study.Submitted, study.AwaitingApproval, "coordinator", ""); err != nil {
 		return nil, err
@@ -243,6 +248,11 @@ func (c *Coordinator) Wake() {
 // Start runs the worker until Stop. It first resumes every study a previous run left in
 // running or checking, so a restart loses nothing. Up to Parallel studies run at once.
 func (c *Coordinator) Start(ctx context.Context) {
+	if all, err := c.o.Store.Studies(ctx, ""); err == nil {
+		for _, s := range all {
+			c.byState.WithLabelValues(string(s.State)).Inc()
+		}
+	}
 	ctx, c.cancel = context.WithCancel(ctx)
 	parallel := c.o.Parallel
 	if parallel <= 0 {
