@@ -22,7 +22,7 @@ func newNodeCmd(g *globals) *cobra.Command {
 		Use:   "node",
 		Short: "Set up and run an association's node",
 	}
-	cmd.AddCommand(newNodeInitCmd(g), newNodeImportCmd(g), newNodeStatusCmd(g), newNodeServeCmd(g), newNodeAuditCmd(g))
+	cmd.AddCommand(newNodeInitCmd(g), newNodeImportCmd(g), newNodeStatusCmd(g), newNodeServeCmd(g), newNodeAuditCmd(g), newNodePreviewCmd(g))
 	return cmd
 }
 

@@ -120,4 +120,3 @@ func firstLineDiff(got, want string) string {
 	}
 	return "(lengths differ)"
 }
-
