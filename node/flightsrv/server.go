@@ -149,9 +149,15 @@ func paramsText(p map[string]string) string {
 	return strings.Join(parts, "&")
 }
 
-// refuse audits a refusal and returns the gRPC error the caller sees.
+// quiet marks a refusal detail that goes to the node's audit log but not to the caller.
+type quiet struct{ error }
+
+// refuse audits a refusal, with its detail, and returns the gRPC error the caller sees.
 func (s *Server) refuse(ctx context.Context, actor string, t *wire.Ticket, code codes.Code, reason string, detail error) error {
 	fields := map[string]string{"reason": reason}
+	if detail != nil {
+		fields["detail"] = detail.Error()
+	}
 	if t != nil {
 		fields["study"], fields["query"], fields["query_hash"] = t.StudyID, t.QueryID, t.QueryHash
 		fields["params"], fields["nonce"] = paramsText(t.Params), hex.EncodeToString(t.Nonce)
@@ -162,11 +168,10 @@ func (s *Server) refuse(ctx context.Context, actor string, t *wire.Ticket, code 
 	}
 	s.requests.WithLabelValues("refused", reason).Inc()
 	s.logger.Info("request refused", "actor", actor, "reason", reason)
-	msg := reason
-	if detail != nil {
-		msg = reason + ": " + detail.Error()
+	if _, isQuiet := detail.(quiet); detail == nil || isQuiet {
+		return status.Error(code, reason)
 	}
-	return status.Error(code, msg)
+	return status.Error(code, reason+": "+detail.Error())
 }
 
 // DoGet verifies the ticket, runs the query and streams the protected table.
@@ -188,7 +193,9 @@ func (s *Server) DoGet(tkt *flight.Ticket, stream flight.FlightService_DoGetServ
 	res, err := s.opts.Runner.Run(ctx, e, bound)
 	switch {
 	case errors.Is(err, disclosure.ErrTooSparse):
-		return s.refuse(ctx, actor, t, codes.FailedPrecondition, "too_sparse", err)
+		// The counts behind the refusal say how many cells are empty: keep them in the
+		// node's own audit log, not in the answer.
+		return s.refuse(ctx, actor, t, codes.FailedPrecondition, "too_sparse", quiet{err})
 	case errors.Is(err, executor.ErrTimeout):
 		return s.refuse(ctx, actor, t, codes.DeadlineExceeded, "timeout", nil)
 	case err != nil:

@@ -320,7 +320,9 @@ func (im *Importer) stage(ctx context.Context, conn *sql.Conn, i int, src *sourc
 	}
 	q := fmt.Sprintf("CREATE TABLE f%d AS SELECT %s FROM %s", i, strings.Join(sel, ", "), from)
 	if _, err := conn.ExecContext(ctx, q); err != nil {
-		return fmt.Errorf("%s: read: %s", src.path, duckdbReason(err))
+		// DuckDB's parse errors quote the offending line, which may hold a personnummer:
+		// say where to look, never what DuckDB saw.
+		return fmt.Errorf("%s: could not be read as %s after the first checks passed (DuckDB's message is withheld because it may quote personal data); check quoting, line breaks and column types", src.path, formatName(src))
 	}
 	return nil
 }
@@ -561,7 +563,15 @@ func fileSHA256(path string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// duckdbReason shortens a DuckDB error to its first line without the error class.
+func formatName(src *source) string {
+	if src.parquet {
+		return "Parquet"
+	}
+	return "CSV"
+}
+
+// duckdbReason shortens a DuckDB error to its first line without the error class. Use it
+// only for errors about a file as a whole (its format), never for row content.
 func duckdbReason(err error) string {
 	msg := err.Error()
 	if i := strings.IndexByte(msg, '\n'); i >= 0 {
