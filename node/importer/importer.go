@@ -470,51 +470,55 @@ func (im *Importer) write(ctx context.Context, staging *sql.Conn, sources []*sou
 	}
 	defer release()
 	defer conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp.samsyn_incoming; DROP TABLE IF EXISTS temp.samsyn_changed")
-	if _, err := conn.ExecContext(ctx, "CREATE TEMP TABLE samsyn_incoming AS SELECT * FROM samsyn_incoming_view"); err != nil {
-		return 0, fmt.Errorf("hand rows to the store: %w", err)
-	}
-
-	if t.Name != "participant" {
-		if err := referenceCheck(ctx, conn, sources, ps); err != nil || ps.total > 0 {
-			return 0, err
-		}
-	}
-
 	cols := strings.Join(quoteAll(t.ColumnNames()), ", ")
 	var existing int64
 	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM (SELECT 1 FROM "+t.Name+" LIMIT 1)").Scan(&existing); err != nil {
 		return 0, fmt.Errorf("compare with the store: %w", err)
 	}
-	compare := fmt.Sprintf("CREATE TEMP TABLE samsyn_changed AS SELECT %s FROM samsyn_incoming EXCEPT SELECT %s FROM %s", cols, cols, t.Name)
-	if existing == 0 {
-		compare = fmt.Sprintf("CREATE TEMP TABLE samsyn_changed AS SELECT %s FROM samsyn_incoming", cols)
+	// The Arrow hand-over is read once, outside the transaction (DuckDB 1.1 crashes when an
+	// Arrow scan feeds an INSERT inside an explicit transaction).
+	if _, err := conn.ExecContext(ctx, "CREATE TEMP TABLE samsyn_incoming AS SELECT * FROM samsyn_incoming_view"); err != nil {
+		return 0, fmt.Errorf("hand rows to the store: %w", err)
 	}
-	if _, err := conn.ExecContext(ctx, compare); err != nil {
-		return 0, fmt.Errorf("compare with the store: %w", err)
+	if t.Name != "participant" {
+		if err := referenceCheck(ctx, conn, sources, ps); err != nil || ps.total > 0 {
+			return 0, err
+		}
 	}
-	var changed int64
-	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM samsyn_changed").Scan(&changed); err != nil {
-		return 0, fmt.Errorf("compare with the store: %w", err)
+	from := "samsyn_incoming"
+	if existing > 0 {
+		// Only rows that differ from the stored ones are written.
+		if _, err := conn.ExecContext(ctx, fmt.Sprintf("CREATE TEMP TABLE samsyn_changed AS SELECT %s FROM samsyn_incoming EXCEPT SELECT %s FROM %s", cols, cols, t.Name)); err != nil {
+			return 0, fmt.Errorf("compare with the store: %w", err)
+		}
+		from = "samsyn_changed"
 	}
-	if changed == 0 {
-		return 0, nil
-	}
-	rec.RowsChanged = changed
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("begin import: %w", err)
 	}
 	defer tx.Rollback()
-	match := make([]string, len(t.Key))
-	for i, k := range t.Key {
-		match[i] = fmt.Sprintf("%s.%s = c.%s", t.Name, ident(k), ident(k))
+	if existing > 0 {
+		match := make([]string, len(t.Key))
+		for i, k := range t.Key {
+			match[i] = fmt.Sprintf("%s.%s = c.%s", t.Name, ident(k), ident(k))
+		}
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf("DELETE FROM %s USING samsyn_changed c WHERE %s", t.Name, strings.Join(match, " AND "))); err != nil {
+			return 0, fmt.Errorf("replace changed rows: %w", err)
+		}
 	}
-	if _, err := tx.ExecContext(ctx, fmt.Sprintf("DELETE FROM %s USING samsyn_changed c WHERE %s", t.Name, strings.Join(match, " AND "))); err != nil {
-		return 0, fmt.Errorf("replace changed rows: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, fmt.Sprintf("INSERT INTO %s SELECT %s FROM samsyn_changed", t.Name, cols)); err != nil {
+	res, err := tx.ExecContext(ctx, fmt.Sprintf("INSERT INTO %s SELECT %s FROM %s", t.Name, cols, from))
+	if err != nil {
 		return 0, fmt.Errorf("insert rows: %w", err)
 	}
+	changed, err := res.RowsAffected()
+	if err != nil {
+		return 0, err
+	}
+	if changed == 0 {
+		return 0, nil // the deferred rollback leaves the store as it was
+	}
+	rec.RowsChanged = changed
 	if err := store.AppendImport(ctx, tx, rec); err != nil {
 		return 0, err
 	}
