@@ -21,6 +21,7 @@ import (
 	"github.com/samsyn/samsyn/node/config"
 	"github.com/samsyn/samsyn/node/executor"
 	"github.com/samsyn/samsyn/node/flightsrv"
+	"github.com/samsyn/samsyn/node/sqlsrv"
 	"github.com/samsyn/samsyn/node/store"
 	"github.com/samsyn/samsyn/queries"
 	"github.com/samsyn/samsyn/queries/audit"
@@ -121,6 +122,25 @@ func Serve(ctx context.Context, o Options) error {
 	}
 
 	var g run.Group
+	if cfg.SQL.Listen != "" {
+		token, err := cfg.ReadSQLToken()
+		if err != nil {
+			return err
+		}
+		sqlSrv, err := sqlsrv.New(st.DB(), log, logger)
+		if err != nil {
+			return err
+		}
+		sqlLn, err := sqlsrv.Listen(cfg.SQL.Listen)
+		if err != nil {
+			return err
+		}
+		gs := sqlsrv.NewGRPCServer(sqlSrv, token)
+		g.Add(func() error {
+			logger.Info("analysts' Flight SQL serving", "listen", sqlLn.Addr().String())
+			return gs.Serve(sqlLn)
+		}, func(error) { gs.GracefulStop() })
+	}
 	g.Add(func() error {
 		hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 		o.Ready(true)

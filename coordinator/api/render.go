@@ -2,9 +2,9 @@ package api
 
 import (
 	"bytes"
-	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"mime"
 	"net/http"
@@ -14,9 +14,6 @@ import (
 
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
-	"github.com/apache/arrow/go/v17/parquet"
-	"github.com/apache/arrow/go/v17/parquet/compress"
-	"github.com/apache/arrow/go/v17/parquet/pqarrow"
 	"github.com/xuri/excelize/v2"
 
 	"github.com/samsyn/samsyn/coordinator"
@@ -24,6 +21,7 @@ import (
 	"github.com/samsyn/samsyn/coordinator/study"
 	"github.com/samsyn/samsyn/queries"
 	"github.com/samsyn/samsyn/queries/disclosure"
+	"github.com/samsyn/samsyn/queries/export"
 	"github.com/samsyn/samsyn/schemas"
 )
 
@@ -171,10 +169,10 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, st *study.Study,
 		body = res.Release
 		name += ".arrows"
 	case TypeCSV:
-		body, err = toCSV(rec)
+		body, err = export.Bytes(func(w io.Writer) error { return export.CSV(w, rec.Schema(), rec) })
 		name += ".csv"
 	case TypeParquet:
-		body, err = toParquet(rec)
+		body, err = export.Bytes(func(w io.Writer) error { return export.Parquet(w, rec.Schema(), rec) })
 		name += ".parquet"
 	case TypeXLSX:
 		body, err = toXLSX(s.tableOf(st, res, rec))
@@ -189,63 +187,6 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, st *study.Study,
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(body)
-}
-
-// toCSV writes the table with its column names; a suppressed count is an empty field.
-func toCSV(rec arrow.Record) ([]byte, error) {
-	var buf bytes.Buffer
-	cw := csv.NewWriter(&buf)
-	header := make([]string, rec.NumCols())
-	for i := range header {
-		header[i] = rec.ColumnName(i)
-	}
-	if err := cw.Write(header); err != nil {
-		return nil, err
-	}
-	row := make([]string, rec.NumCols())
-	for i := 0; i < int(rec.NumRows()); i++ {
-		for c := range row {
-			row[c] = cellText(rec.Column(c), i)
-		}
-		if err := cw.Write(row); err != nil {
-			return nil, err
-		}
-	}
-	cw.Flush()
-	return buf.Bytes(), cw.Error()
-}
-
-func cellText(a arrow.Array, i int) string {
-	if a.IsNull(i) {
-		return ""
-	}
-	switch v := a.(type) {
-	case *array.String:
-		return v.Value(i)
-	case *array.Int64:
-		return strconv.FormatInt(v.Value(i), 10)
-	case *array.Float64:
-		return strconv.FormatFloat(v.Value(i), 'f', -1, 64)
-	case *array.Boolean:
-		return strconv.FormatBool(v.Value(i))
-	}
-	return a.ValueStr(i)
-}
-
-func toParquet(rec arrow.Record) ([]byte, error) {
-	var buf bytes.Buffer
-	props := parquet.NewWriterProperties(parquet.WithCompression(compress.Codecs.Zstd))
-	w, err := pqarrow.NewFileWriter(rec.Schema(), &buf, props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
-	if err != nil {
-		return nil, err
-	}
-	if err := w.Write(rec); err != nil {
-		return nil, err
-	}
-	if err := w.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
 }
 
 // toXLSX writes a workbook: the result with bilingual headers and labels, a sheet that

@@ -194,6 +194,7 @@ func TestDemoE2EStartsServesStopsAndLeavesNothingBehind(t *testing.T) {
 	}
 
 	cliStudy(t, bin, dir, creds.Coordinator, creds.Tokens)
+	cliSQL(t, bin, dir)
 	checkMetrics(t, creds.Coordinator+"/metrics", "samsyn_coordinator_results_released_total")
 	checkMetrics(t, "http://127.0.0.1:8202/metrics", "samsyn_node_flight_requests_total")
 
@@ -308,5 +309,21 @@ on_node_failure: partial
 	cmd.Env = append(os.Environ(), "SAMSYN_COORDINATOR="+coordinator, "SAMSYN_TOKEN="+tokens["steering"])
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "403") {
 		t.Fatalf("steering submitted a study: %s", out)
+	}
+}
+
+// cliSQL queries one node's own data through its Flight SQL service, as an analyst would.
+func cliSQL(t *testing.T, bin, dir string) {
+	t.Helper()
+	cfg := filepath.Join(dir, "nodes", "hbs", "node.yaml")
+	out, err := exec.Command(bin, "sql", "--config", cfg, "-c", "SELECT count(*) AS n FROM participant", "--format", "csv").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "n\n") {
+		t.Fatalf("samsyn sql: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(bin, "sql", "--config", cfg, "-c", "DELETE FROM participant").CombinedOutput(); err == nil || !strings.Contains(string(out), "read-only") {
+		t.Fatalf("a write through samsyn sql: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(bin, "sql", "--config", cfg, "--token", "wrong-token-0123456789", "-c", "SELECT 1").CombinedOutput(); err == nil || !strings.Contains(string(out), "Unauthenticated") {
+		t.Fatalf("a wrong token: %v\n%s", err, out)
 	}
 }

@@ -25,6 +25,7 @@ type Node struct {
 	Association string `yaml:"association"`
 	Flight      string `yaml:"flight"`
 	Health      string `yaml:"health"`
+	SQL         string `yaml:"sql"` // the analysts' local Flight SQL service
 }
 
 // Reference returns the reference federation.

@@ -48,6 +48,8 @@ type Config struct {
 	// AssociationKey is the public key of this association's data owner, who approves studies.
 	AssociationKey string `yaml:"association_key"`
 	Query          Query  `yaml:"query"`
+	// SQL is the analysts' local Flight SQL service (off unless listen is set).
+	SQL SQL `yaml:"sql"`
 	// AllowedQueries are the catalog query ids this node answers; ["*"] answers every signed
 	// entry. Deny by default: without the list the node refuses every request.
 	AllowedQueries []string `yaml:"allowed_queries"`
@@ -64,6 +66,35 @@ type TLS struct {
 	CA   string `yaml:"ca"`
 	Cert string `yaml:"cert"`
 	Key  string `yaml:"key"`
+}
+
+// SQL configures the analysts' Flight SQL service.
+type SQL struct {
+	// Listen is a loopback address (127.0.0.1:PORT) or unix:/path.
+	Listen string `yaml:"listen"`
+	// TokenFile holds the analysts' bearer token (mode 0600).
+	TokenFile string `yaml:"token_file"`
+}
+
+// ReadSQLToken reads the analysts' token, refusing a file others can read.
+func (c *Config) ReadSQLToken() (string, error) {
+	path := c.Abs(c.SQL.TokenFile)
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("read sql token: %w", err)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return "", fmt.Errorf("sql token %s has mode %04o: expected 0600 (run: chmod 600 %s)", path, perm, path)
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	tok := strings.TrimSpace(string(raw))
+	if len(tok) < 16 {
+		return "", fmt.Errorf("sql token %s: expected at least 16 characters", path)
+	}
+	return tok, nil
 }
 
 // Coordinator identifies the coordinator.
@@ -326,17 +357,20 @@ func Scaffold(dir, association string) (*Config, error) {
 	}
 	cfgPath := filepath.Join(dir, FileName)
 	secretPath := filepath.Join(dir, "secret")
-	for _, p := range []string{cfgPath, secretPath} {
+	for _, p := range []string{cfgPath, secretPath, filepath.Join(dir, "sql-token")} {
 		if _, err := os.Stat(p); err == nil {
 			return nil, fmt.Errorf("%s already exists: refusing to overwrite an existing node", p)
 		}
 	}
-	secret := make([]byte, SecretLen)
+	secret := make([]byte, SecretLen+24)
 	if _, err := rand.Read(secret); err != nil {
 		return nil, fmt.Errorf("generate node secret: %w", err)
 	}
-	if err := os.WriteFile(secretPath, []byte(hex.EncodeToString(secret)+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(secretPath, []byte(hex.EncodeToString(secret[:SecretLen])+"\n"), 0o600); err != nil {
 		return nil, fmt.Errorf("write node secret: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "sql-token"), []byte(hex.EncodeToString(secret[SecretLen:])+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("write sql token: %w", err)
 	}
 	body := fmt.Sprintf(`# Samsyn node for %s. Paths are relative to this file.
 association: %s
@@ -345,6 +379,9 @@ store: store.duckdb
 # Node secret (mode 0600). It keys participant keys and the cell-key method: keep it, back it
 # up separately from the store, and never share it.
 secret_file: secret
+# The association's analysts query their own data here with SQL (samsyn sql, DBeaver, ADBC),
+# on this machine only, with the token in sql-token (mode 0600).
+sql: {listen: "127.0.0.1:7401", token_file: sql-token}
 `, assoc.Codes[indexOf(assoc.Values(), association)].SV, association)
 	if err := os.WriteFile(cfgPath, []byte(body), 0o640); err != nil {
 		return nil, fmt.Errorf("write node config: %w", err)

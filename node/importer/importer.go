@@ -462,14 +462,16 @@ func (im *Importer) write(ctx context.Context, staging *sql.Conn, sources []*sou
 		if err != nil {
 			return err
 		}
-		release, err = ar.RegisterView(reader, "samsyn_incoming_view")
+		release, err = ar.RegisterView(reader, handOverView)
 		return err
 	})
 	if err != nil {
 		return 0, fmt.Errorf("hand rows to the store: %w", err)
 	}
 	defer release()
-	defer conn.ExecContext(context.WithoutCancel(ctx), "DROP TABLE IF EXISTS temp.samsyn_incoming; DROP TABLE IF EXISTS temp.samsyn_changed")
+	// duckdb_arrow_scan leaves a view in the catalog that points at the hand-over stream: it
+	// must be gone before the stream is released (deferred calls run last-in, first-out).
+	defer conn.ExecContext(context.WithoutCancel(ctx), "DROP VIEW IF EXISTS "+handOverView+"; DROP TABLE IF EXISTS temp.samsyn_incoming; DROP TABLE IF EXISTS temp.samsyn_changed")
 	cols := strings.Join(quoteAll(t.ColumnNames()), ", ")
 	var existing int64
 	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM (SELECT 1 FROM "+t.Name+" LIMIT 1)").Scan(&existing); err != nil {
@@ -477,7 +479,7 @@ func (im *Importer) write(ctx context.Context, staging *sql.Conn, sources []*sou
 	}
 	// The Arrow hand-over is read once, outside the transaction (DuckDB 1.1 crashes when an
 	// Arrow scan feeds an INSERT inside an explicit transaction).
-	if _, err := conn.ExecContext(ctx, "CREATE TEMP TABLE samsyn_incoming AS SELECT * FROM samsyn_incoming_view"); err != nil {
+	if _, err := conn.ExecContext(ctx, "CREATE TEMP TABLE samsyn_incoming AS SELECT * FROM "+handOverView+""); err != nil {
 		return 0, fmt.Errorf("hand rows to the store: %w", err)
 	}
 	if t.Name != "participant" {
@@ -527,6 +529,9 @@ func (im *Importer) write(ctx context.Context, staging *sql.Conn, sources []*sou
 	}
 	return changed, nil
 }
+
+// handOverView is the name under which staged rows reach the store.
+const handOverView = store.HandOverView
 
 // referenceCheck refuses rows whose participant is not in the store.
 func referenceCheck(ctx context.Context, conn *sql.Conn, sources []*source, ps *problems) error {

@@ -45,6 +45,10 @@ type Server struct {
 
 // New returns the service over db.
 func New(db *sql.DB, a Auditor, logger *slog.Logger) (*Server, error) {
+	// Analysts read the store's tables, never files: DuckDB cannot undo this while open.
+	if _, err := db.Exec("SET enable_external_access = false"); err != nil {
+		return nil, fmt.Errorf("lock file access: %w", err)
+	}
 	s := &Server{db: db, audit: a, logger: logger.With("component", "sql"), mem: memory.DefaultAllocator}
 	s.Alloc = s.mem
 	for id, v := range map[flightsql.SqlInfo]any{

@@ -43,6 +43,9 @@ func OpenDB(path string, extra ...string) (*sql.DB, error) {
 	return sql.OpenDB(connector), nil
 }
 
+// HandOverView is the view through which the importer hands staged rows to the store.
+const HandOverView = "samsyn_incoming_view"
+
 // Store is an open node store.
 type Store struct {
 	db   *sql.DB
@@ -61,6 +64,10 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	if _, err := schemas.Migrate(ctx, db); err != nil {
+		return nil, errors.Join(fmt.Errorf("open store %s: %w", path, err), db.Close())
+	}
+	// An import cut short can leave its hand-over view behind; it points at freed memory.
+	if _, err := db.ExecContext(ctx, "DROP VIEW IF EXISTS "+HandOverView); err != nil {
 		return nil, errors.Join(fmt.Errorf("open store %s: %w", path, err), db.Close())
 	}
 	if _, err := db.ExecContext(ctx, importLogDDL); err != nil {

@@ -248,7 +248,7 @@ func seedStudies(ctx context.Context, o Options, creds *Credentials) error {
 func portsFree(f *federation.Federation) error {
 	addrs := []string{f.Coordinator.HTTP}
 	for _, n := range f.Nodes {
-		addrs = append(addrs, n.Flight, n.Health)
+		addrs = append(addrs, n.Flight, n.Health, n.SQL)
 	}
 	for _, a := range addrs {
 		ln, err := net.Listen("tcp", a)

@@ -72,6 +72,7 @@ func plan(o Options) (*federation.Federation, error) {
 	for i := range f.Nodes {
 		f.Nodes[i].Flight = shift(f.Nodes[i].Flight, o.PortOffset)
 		f.Nodes[i].Health = shift(f.Nodes[i].Health, o.PortOffset)
+		f.Nodes[i].SQL = shift(f.Nodes[i].SQL, o.PortOffset)
 	}
 	return f, nil
 }
@@ -206,6 +207,7 @@ secret_file: secret
 audit_log: audit.log
 listen: %[2]s
 health_listen: %[3]s
+sql: {listen: "%[5]s", token_file: sql-token}
 tls: {ca: ../../pki/ca.pem, cert: ../../pki/node-%[1]s.pem, key: ../../pki/node-%[1]s-key.pem}
 coordinator:
   identity: %[4]s
@@ -215,7 +217,7 @@ association_key: ../../keys/%[1]s.pub
 query: {timeout: 30s, memory_limit: 256MB, max_concurrent: 4}
 # Deny by default: the node answers only the queries listed here ("*": every signed entry).
 allowed_queries: ["*"]
-`, n.Association, n.Flight, n.Health, mtls.CoordinatorIdentity(f.Coordinator.ID))
+`, n.Association, n.Flight, n.Health, mtls.CoordinatorIdentity(f.Coordinator.ID), n.SQL)
 }
 
 // rewriteAddresses writes the node and coordinator configs for this run's addresses.
