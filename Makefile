@@ -25,6 +25,7 @@ demo: build ## Start the whole federation locally on synthetic data (Ctrl-C stop
 
 test: ## Run every test with the race detector, whole-federation tests included
 	$(GO) test -race -timeout 30m ./...
+	cd deploy/adbc && $(GO) test -race -timeout 10m ./...   # a Flight SQL client we did not write (own module: older Arrow)
 
 test-e2e: ## Run only the whole-federation tests (real processes, real mTLS)
 	$(GO) test -race -timeout 20m -run 'E2E|Federation|Demo' ./deploy/e2e/...
