@@ -21,6 +21,7 @@ import (
 	"github.com/samsyn/samsyn/node/config"
 	"github.com/samsyn/samsyn/node/executor"
 	"github.com/samsyn/samsyn/node/flightsrv"
+	"github.com/samsyn/samsyn/node/importer"
 	"github.com/samsyn/samsyn/node/sqlsrv"
 	"github.com/samsyn/samsyn/node/store"
 	"github.com/samsyn/samsyn/queries"
@@ -135,7 +136,15 @@ func Serve(ctx context.Context, o Options) error {
 		if err != nil {
 			return err
 		}
-		gs := sqlsrv.NewGRPCServer(sqlSrv, token)
+		im := importer.New(st, logger, o.Registerer)
+		gs := sqlsrv.NewGRPCServer(sqlSrv, token, func(ctx context.Context, table string, files []string) (*importer.Result, error) {
+			res, err := im.Import(ctx, importer.Options{Table: table, Files: files, Association: cfg.Association, Secret: o.Secret})
+			if err == nil {
+				_, _ = log.Append(ctx, audit.Entry{Actor: "local:operator", Action: "import", Fields: map[string]string{
+					"table": res.Table, "rows": fmt.Sprint(res.Rows), "changed": fmt.Sprint(res.Changed), "snapshot": res.Snapshot}})
+			}
+			return res, err
+		})
 		g.Add(func() error {
 			logger.Info("analysts' Flight SQL serving", "listen", sqlLn.Addr().String())
 			return gs.Serve(sqlLn)

@@ -1,18 +1,24 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/apache/arrow/go/v17/arrow/flight"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/samsyn/samsyn/cmd/internal/proc"
 	"github.com/samsyn/samsyn/node/config"
 	"github.com/samsyn/samsyn/node/importer"
+	"github.com/samsyn/samsyn/node/sqlsrv"
 	"github.com/samsyn/samsyn/node/store"
 	"github.com/samsyn/samsyn/schemas"
 )
@@ -95,6 +101,10 @@ Tables: ` + strings.Join(schemas.V1().TableNames(), ", ") + ` (import participan
 			ctx, stop := proc.SignalContext(cmd.Context())
 			defer stop()
 			st, err := store.Open(ctx, cfg.StorePath())
+			if errors.Is(err, store.ErrLocked) && cfg.SQL.Listen != "" {
+				// DuckDB has one writer: while the node serves, it imports.
+				return importThroughNode(cmd, cfg, table, files)
+			}
 			if err != nil {
 				return err
 			}
@@ -109,17 +119,7 @@ Tables: ` + strings.Join(schemas.V1().TableNames(), ", ") + ` (import participan
 			if err != nil {
 				return err
 			}
-			names := make([]string, len(files))
-			for i, f := range files {
-				names[i] = filepath.Base(f)
-			}
-			if res.Unchanged {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s: %d rows read from %s, all already in the store: nothing changed (snapshot %s)\n",
-					res.Table, res.Rows, strings.Join(names, ", "), res.Snapshot)
-				return nil
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d rows read from %s, %d written (snapshot %s)\n",
-				res.Table, res.Rows, strings.Join(names, ", "), res.Changed, res.Snapshot)
+			printImport(cmd, res, files)
 			return nil
 		},
 	}
@@ -172,4 +172,64 @@ func newNodeStatusCmd(g *globals) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "", "the node's node.yaml")
 	return cmd
+}
+
+func printImport(cmd *cobra.Command, res *importer.Result, files []string) {
+	names := make([]string, len(files))
+	for i, f := range files {
+		names[i] = filepath.Base(f)
+	}
+	if res.Unchanged {
+		fmt.Fprintf(cmd.OutOrStdout(), "%s: %d rows read from %s, all already in the store: nothing changed (snapshot %s)\n",
+			res.Table, res.Rows, strings.Join(names, ", "), res.Snapshot)
+		return
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "%s: %d rows read from %s, %d written (snapshot %s)\n",
+		res.Table, res.Rows, strings.Join(names, ", "), res.Changed, res.Snapshot)
+}
+
+// importThroughNode asks the running node to import files on this machine.
+func importThroughNode(cmd *cobra.Command, cfg *config.Config, table string, files []string) error {
+	token, err := cfg.ReadSQLToken()
+	if err != nil {
+		return err
+	}
+	abs := make([]string, len(files))
+	for i, f := range files {
+		if abs[i], err = filepath.Abs(f); err != nil {
+			return err
+		}
+	}
+	target := cfg.SQL.Listen
+	if p, ok := strings.CutPrefix(target, "unix:"); ok {
+		target = "unix://" + p
+	}
+	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	body, _ := json.Marshal(sqlsrv.ImportRequest{Table: table, Files: abs})
+	ctx := metadata.AppendToOutgoingContext(cmd.Context(), "authorization", "Bearer "+token)
+	fmt.Fprintf(cmd.ErrOrStderr(), "the node is serving: handing the import to it at %s\n", cfg.SQL.Listen)
+	stream, err := flight.NewClientFromConn(conn, nil).DoAction(ctx, &flight.Action{Type: sqlsrv.ActionImport, Body: body})
+	if err != nil {
+		return fmt.Errorf("import through the node: %w", err)
+	}
+	res, err := stream.Recv()
+	if err != nil {
+		return fmt.Errorf("import through the node: %w", err)
+	}
+	var reply sqlsrv.ImportReply
+	if err := json.Unmarshal(res.Body, &reply); err != nil {
+		return err
+	}
+	switch {
+	case reply.Error != "":
+		return errors.New(reply.Error)
+	case reply.Total > 0:
+		return &importer.ValidationError{Problems: reply.Problems, Total: reply.Total}
+	}
+	printImport(cmd, reply.Result, files)
+	return nil
 }

@@ -45,13 +45,13 @@ func TestADBCClientBrowsesAndQueriesANode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := sqlsrv.NewGRPCServer(srv, token)
+	g := sqlsrv.NewGRPCServer(srv, token, nil)
 	go g.Serve(ln)
 	defer g.Stop()
 
 	open := func(tok string) adbc.Connection {
 		db, err := flightsql.NewDriver(memory.DefaultAllocator).NewDatabase(map[string]string{
-			adbc.OptionKeyURI: "grpc://" + ln.Addr().String(),
+			adbc.OptionKeyURI:                   "grpc://" + ln.Addr().String(),
 			flightsql.OptionAuthorizationHeader: "Bearer " + tok,
 		})
 		if err != nil {

@@ -195,6 +195,7 @@ func TestDemoE2EStartsServesStopsAndLeavesNothingBehind(t *testing.T) {
 
 	cliStudy(t, bin, dir, creds.Coordinator, creds.Tokens)
 	cliSQL(t, bin, dir)
+	cliImportThroughNode(t, bin, dir)
 	checkMetrics(t, creds.Coordinator+"/metrics", "samsyn_coordinator_results_released_total")
 	checkMetrics(t, "http://127.0.0.1:8202/metrics", "samsyn_node_flight_requests_total")
 
@@ -325,5 +326,21 @@ func cliSQL(t *testing.T, bin, dir string) {
 	}
 	if out, err := exec.Command(bin, "sql", "--config", cfg, "--token", "wrong-token-0123456789", "-c", "SELECT 1").CombinedOutput(); err == nil || !strings.Contains(string(out), "Unauthenticated") {
 		t.Fatalf("a wrong token: %v\n%s", err, out)
+	}
+}
+
+// cliImportThroughNode imports while the node serves: the node, DuckDB's one writer, does it.
+func cliImportThroughNode(t *testing.T, bin, dir string) {
+	t.Helper()
+	cfg := filepath.Join(dir, "nodes", "hbs", "node.yaml")
+	out, err := exec.Command(bin, "node", "import", "--config", cfg, "--table", "participant", filepath.Join(dir, "exports", "hbs", "participant.csv")).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "handing the import to it") || !strings.Contains(string(out), "nothing changed") {
+		t.Fatalf("re-import through the node: %v\n%s", err, out)
+	}
+	bad := filepath.Join(t.TempDir(), "participant.csv")
+	os.WriteFile(bad, []byte("anonymous_id,municipality,gender,birth_year,education,referral_party,income_before,years_on_public_support,consent\nanon-1,0126,X,1990,upper_secondary,FK,other,lt1,false\n"), 0o644)
+	out, err = exec.Command(bin, "node", "import", "--config", cfg, "--table", "participant", bad).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), bad+`:2: gender: "X": one of K, M`) {
+		t.Fatalf("a bad file through the node: %v\n%s", err, out)
 	}
 }

@@ -116,11 +116,12 @@ func TokenInterceptors(token string) (grpc.UnaryServerInterceptor, grpc.StreamSe
 		}
 }
 
-// NewGRPCServer is a gRPC server with the token check and the Flight SQL service.
-func NewGRPCServer(s *Server, token string) *grpc.Server {
+// NewGRPCServer is a gRPC server with the token check and the Flight SQL service; imp, if
+// set, takes imports while the node serves (ActionImport).
+func NewGRPCServer(s *Server, token string, imp Importer) *grpc.Server {
 	u, st := TokenInterceptors(token)
 	g := grpc.NewServer(grpc.UnaryInterceptor(u), grpc.StreamInterceptor(st))
-	flight.RegisterFlightServiceServer(g, flightsql.NewFlightServer(s))
+	flight.RegisterFlightServiceServer(g, withImport{FlightServer: flightsql.NewFlightServer(s), imp: imp})
 	return g
 }
 

@@ -43,6 +43,9 @@ func OpenDB(path string, extra ...string) (*sql.DB, error) {
 	return sql.OpenDB(connector), nil
 }
 
+// ErrLocked is returned when another process (a running node) holds the store.
+var ErrLocked = errors.New("the store is in use by another process (is the node serving?)")
+
 // HandOverView is the view through which the importer hands staged rows to the store.
 const HandOverView = "samsyn_incoming_view"
 
@@ -61,6 +64,9 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	}
 	db, err := OpenDB(path)
 	if err != nil {
+		if strings.Contains(err.Error(), "Could not set lock") {
+			return nil, fmt.Errorf("open store %s: %w", path, ErrLocked)
+		}
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	if _, err := schemas.Migrate(ctx, db); err != nil {
