@@ -85,6 +85,11 @@ func TestADBCClientBrowsesAndQueriesANode(t *testing.T) {
 		}
 	}
 
+	sc, err := cn.GetTableSchema(ctx, nil, nil, "episode")
+	if err != nil || sc.NumFields() != 8 || sc.Field(0).Name != "participant_key" {
+		t.Fatalf("describe episode: %v %v", sc, err)
+	}
+
 	query := func(cn adbc.Connection, q string) (int64, error) {
 		stmt, err := cn.NewStatement()
 		if err != nil {

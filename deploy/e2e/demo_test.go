@@ -321,6 +321,12 @@ func cliSQL(t *testing.T, bin, dir string) {
 	if err != nil || !strings.HasPrefix(string(out), "n\n") {
 		t.Fatalf("samsyn sql: %v\n%s", err, out)
 	}
+	shell := exec.Command(bin, "sql", "--config", cfg)
+	shell.Stdin = strings.NewReader("\\d\n\\d followup\nSELECT count(*) AS answers\n  FROM survey;\n\\q\n")
+	out, err = shell.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "participant") || !strings.Contains(string(out), "goal_progress") || !strings.Contains(string(out), "answers") {
+		t.Fatalf("the interactive shell: %v\n%s", err, out)
+	}
 	if out, err := exec.Command(bin, "sql", "--config", cfg, "-c", "DELETE FROM participant").CombinedOutput(); err == nil || !strings.Contains(string(out), "read-only") {
 		t.Fatalf("a write through samsyn sql: %v\n%s", err, out)
 	}
