@@ -116,6 +116,9 @@ type Query struct {
 	Timeout       time.Duration `yaml:"timeout"`
 	MemoryLimit   string        `yaml:"memory_limit"`
 	MaxConcurrent int           `yaml:"max_concurrent"`
+	// Cache keeps this many recent protected tables: a repeated query on unchanged data is
+	// answered without running it (the release is identical by construction). 0 disables it.
+	Cache int `yaml:"cache"`
 }
 
 // Allows reports whether the node answers query id.
@@ -187,7 +190,7 @@ func Load(path string) (*Config, error) {
 		return nil, err
 	}
 	c := &Config{Store: "store.duckdb", SecretFile: "secret", AuditLog: "audit.log", HealthListen: "127.0.0.1:0",
-		Query: Query{Timeout: 30 * time.Second, MemoryLimit: "512MB", MaxConcurrent: 4}, dir: filepath.Dir(abs), path: path}
+		Query: Query{Timeout: 30 * time.Second, MemoryLimit: "512MB", MaxConcurrent: 4, Cache: 256}, dir: filepath.Dir(abs), path: path}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(raw, &doc); err != nil {
 		return nil, yamlError(path, err)
@@ -254,6 +257,8 @@ func (c *Config) Validate(lines map[string]int) error {
 		return fail("secret_file", "empty: expected the path of the node secret")
 	case c.Query.Timeout <= 0 || c.Query.Timeout > 10*time.Minute:
 		return fail("query", fmt.Sprintf("timeout %s: expected more than 0 and at most 10m", c.Query.Timeout))
+	case c.Query.Cache < 0 || c.Query.Cache > 100_000:
+		return fail("query", fmt.Sprintf("cache %d: expected 0 to 100000", c.Query.Cache))
 	case c.Query.MaxConcurrent < 1 || c.Query.MaxConcurrent > 64:
 		return fail("query", fmt.Sprintf("max_concurrent %d: expected 1 to 64", c.Query.MaxConcurrent))
 	}

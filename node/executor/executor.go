@@ -27,6 +27,7 @@ type Options struct {
 	Timeout     time.Duration // statement deadline; 30 s when zero
 	Conns       int           // connections in the pool; 2 when zero
 	MemoryLimit string        // DuckDB memory_limit, e.g. "256MB"; DuckDB's default when empty
+	CacheSize   int           // protected tables kept for repeated queries; 0 disables the cache
 	Allocator   memory.Allocator
 	Logger      *slog.Logger
 	Registerer  prometheus.Registerer
@@ -39,6 +40,7 @@ type Executor struct {
 	conns   chan *sql.Conn
 	logger  *slog.Logger
 	seconds *prometheus.HistogramVec
+	cache   *releaseCache
 }
 
 // ErrTimeout is returned when a query runs past its deadline.
@@ -70,7 +72,8 @@ func New(ctx context.Context, st *store.Store, opts Options) (*Executor, error) 
 	if opts.Registerer == nil {
 		opts.Registerer = prometheus.NewRegistry()
 	}
-	x := &Executor{opts: opts, store: st, conns: make(chan *sql.Conn, opts.Conns), logger: opts.Logger.With("component", "executor")}
+	x := &Executor{opts: opts, store: st, conns: make(chan *sql.Conn, opts.Conns), logger: opts.Logger.With("component", "executor"),
+		cache: newReleaseCache(opts.CacheSize)}
 	x.seconds = promauto.With(opts.Registerer).NewHistogramVec(prometheus.HistogramOpts{
 		Name: "samsyn_node_query_duration_seconds", Help: "Time to run and protect a catalog query, by result.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
@@ -116,8 +119,9 @@ func sanitizeSize(s string) string {
 	return string(out)
 }
 
-// Close releases the connections.
+// Close releases the connections and the cached tables.
 func (x *Executor) Close() error {
+	x.cache.clear()
 	var errs []error
 	for {
 		select {
@@ -138,11 +142,22 @@ type Result struct {
 	Report   disclosure.Report
 	Snapshot string
 	Elapsed  time.Duration
+	Cached   bool // answered from the cache of identical earlier releases
 }
 
 // Run runs e with bound parameters and returns the protected table.
 func (x *Executor) Run(ctx context.Context, e *queries.Entry, b queries.Bound) (*Result, error) {
 	start := time.Now()
+	if x.cache.max > 0 {
+		snap, err := x.snapshot(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if tbl, rep, ok := x.cache.get(cacheKey(e.Hash(), b.Text, snap)); ok {
+			x.seconds.WithLabelValues("cached").Observe(time.Since(start).Seconds())
+			return &Result{Table: tbl, Report: rep, Snapshot: snap, Elapsed: time.Since(start), Cached: true}, nil
+		}
+	}
 	agg, snap, err := x.aggregate(ctx, e, b)
 	if err != nil {
 		x.seconds.WithLabelValues("error").Observe(time.Since(start).Seconds())
@@ -155,7 +170,18 @@ func (x *Executor) Run(ctx context.Context, e *queries.Entry, b queries.Bound) (
 		return nil, err
 	}
 	x.seconds.WithLabelValues("released").Observe(time.Since(start).Seconds())
+	x.cache.put(cacheKey(e.Hash(), b.Text, snap), out, rep)
 	return &Result{Table: out, Report: rep, Snapshot: snap, Elapsed: time.Since(start)}, nil
+}
+
+const snapshotSQL = `SELECT coalesce((SELECT snapshot_id FROM samsyn_import ORDER BY seq DESC LIMIT 1), 'empty')`
+
+func (x *Executor) snapshot(ctx context.Context) (string, error) {
+	var snap string
+	if err := x.store.DB().QueryRowContext(ctx, snapshotSQL).Scan(&snap); err != nil {
+		return "", fmt.Errorf("read snapshot: %w", err)
+	}
+	return snap, nil
 }
 
 // Aggregate returns the unprotected aggregate, with true counts, for the node's own
@@ -178,7 +204,7 @@ func (x *Executor) aggregate(ctx context.Context, e *queries.Entry, b queries.Bo
 	}
 	defer func() { x.conns <- conn }()
 	var snap string
-	if err := conn.QueryRowContext(ctx, `SELECT coalesce((SELECT snapshot_id FROM samsyn_import ORDER BY seq DESC LIMIT 1), 'empty')`).Scan(&snap); err != nil {
+	if err := conn.QueryRowContext(ctx, snapshotSQL).Scan(&snap); err != nil {
 		return nil, "", fmt.Errorf("read snapshot: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, x.opts.Timeout)

@@ -3,6 +3,7 @@ package executor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -149,3 +150,40 @@ func benchEnv(b *testing.B) int {
 }
 
 func errorsIs(err, target error) bool { return errors.Is(err, target) }
+
+func TestRepeatedQueriesAreAnsweredFromTheCacheUntilTheDataChanges(t *testing.T) {
+	x, cat, alloc := newExecutor(t, 600)
+	x.cache = newReleaseCache(8)
+	ctx := context.Background()
+	e, _ := cat.Get("exits_by_association")
+	b, _ := e.Bind(period)
+	first, err := x.Run(ctx, e, b)
+	if err != nil || first.Cached {
+		t.Fatalf("first run: %+v %v", first, err)
+	}
+	again, err := x.Run(ctx, e, b)
+	if err != nil || !again.Cached || cellKeyTable(again.Table) != cellKeyTable(first.Table) {
+		t.Fatalf("second run: cached=%v %v", again.Cached, err)
+	}
+	first.Table.Release()
+	again.Table.Release()
+	if _, err := x.store.DB().Exec(`INSERT INTO samsyn_import VALUES (99, 'participant', 'x.csv', 'ab', 1, 1, 1, now(), 'new-snapshot')`); err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := x.Run(ctx, e, b)
+	if err != nil || fresh.Cached || fresh.Snapshot != "new-snapshot" {
+		t.Fatalf("after an import: cached=%v snapshot=%s %v", fresh.Cached, fresh.Snapshot, err)
+	}
+	fresh.Table.Release()
+	x.cache.clear()
+	alloc.AssertSize(t, 0)
+}
+
+func cellKeyTable(rec arrow.Record) string {
+	var b strings.Builder
+	for r := 0; r < int(rec.NumRows()); r++ {
+		b.WriteString(cellKey(rec, 2, r))
+		b.WriteString(fmt.Sprint(rec.Column(2).(*array.Int64).Value(r), ";"))
+	}
+	return b.String()
+}
