@@ -218,6 +218,12 @@ func (x *Executor) aggregate(ctx context.Context, e *queries.Entry, b queries.Bo
 	}
 	defer rows.Close()
 	rec, err := x.toArrow(rows, e)
+	if err == nil && ctx.Err() != nil {
+		// DuckDB may finish a small query before the interrupt lands: past the deadline is
+		// past the deadline.
+		rec.Release()
+		err = ctx.Err()
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, "", fmt.Errorf("%s: %w after %s", e.ID, ErrTimeout, x.opts.Timeout)
