@@ -2,6 +2,9 @@ package executor
 
 import (
 	"context"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,3 +55,51 @@ func BenchmarkRunVsDirect(b *testing.B) {
 }
 
 func isSparse(err error) bool { return err != nil && errorsIs(err, disclosure.ErrTooSparse) }
+
+// BenchmarkNodeRSS runs every catalog query on a node of SAMSYN_BENCH_NODE_ROWS participants
+// (default 1,000,000) with a 256 MB DuckDB memory limit and reports the process's peak RSS
+// (VmHWM) afterwards: the node's memory while serving.
+func BenchmarkNodeRSS(b *testing.B) {
+	rows := 1_000_000
+	if v := benchEnv(b); v > 0 {
+		rows = v
+	}
+	x, cat, _ := newExecutor(b, rows)
+	if _, err := x.store.DB().Exec("SET memory_limit = '256MB'"); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	// Loading the rows is not serving: reset the peak (Linux: 5 > clear_refs) before queries.
+	if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0o200); err != nil {
+		b.Logf("could not reset the RSS peak (%v): the figure includes loading", err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for _, id := range cat.IDs() {
+			e, _ := cat.Get(id)
+			bound, _ := e.Bind(period)
+			res, err := x.Run(ctx, e, bound)
+			if err == nil {
+				res.Table.Release()
+			} else if !isSparse(err) {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(peakRSSMB(b), "peak_rss_MB")
+}
+
+func peakRSSMB(b *testing.B) float64 {
+	raw, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		b.Skip("no /proc/self/status on this system")
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			kb, _ := strconv.Atoi(f[1])
+			return float64(kb) / 1024
+		}
+	}
+	return 0
+}
