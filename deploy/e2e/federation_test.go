@@ -339,19 +339,8 @@ func TestAHangingNodeMeetsTheDeadline(t *testing.T) {
 func TestCoordinatorRestartMidStudyLosesNothingAndAsksNoNodeTwice(t *testing.T) {
 	f := startInProc(t, 300)
 	ctx := context.Background()
-	s, err := f.coord.Submit(ctx, &study.Request{Title: "r", Purpose: "e2e", Queries: allQueries(f.coord.Catalog()), OnNodeFailure: study.OnFailureFail}, "eva")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.approveAll(t, s)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ds, _ := f.store.Dispatches(ctx, s.ID)
-		if len(ds) > 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	s := f.runAll(t, study.OnFailureFail)
+	f.waitForFirstDispatch(t, s.ID)
 	f.coord.Stop() // killed mid-study
 	before, _ := f.store.Dispatches(ctx, s.ID)
 	if st, _ := f.store.Study(ctx, s.ID); st.State.Final() {
@@ -403,19 +392,8 @@ func releasesInAudit(t *testing.T, path, studyID string) map[string]int {
 func TestANodeKilledMidStudyIsMarkedMissing(t *testing.T) {
 	f := startInProc(t, 300, "hbs", "varna", "roslagen")
 	ctx := context.Background()
-	s, err := f.coord.Submit(ctx, &study.Request{Title: "k", Purpose: "e2e", Queries: allQueries(f.coord.Catalog()), OnNodeFailure: study.OnFailurePartial}, "eva")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.approveAll(t, s)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		ds, _ := f.store.Dispatches(ctx, s.ID)
-		if len(ds) > 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+	s := f.runAll(t, study.OnFailurePartial)
+	f.waitForFirstDispatch(t, s.ID)
 	f.stopNode["varna"]() // killed while the study runs
 	if got := f.wait(t, s.ID); got.State != study.Released {
 		t.Fatalf("study ended %s", got.State)
@@ -436,4 +414,28 @@ func TestANodeKilledMidStudyIsMarkedMissing(t *testing.T) {
 		t.Skip("every query finished before the node stopped: the machine is too fast for this test")
 	}
 	t.Logf("%d of %d results are marked partial", partial, len(results))
+}
+
+// runAll submits a study of every catalog query and approves it for every association.
+func (f *inproc) runAll(t *testing.T, onFailure string) *study.Study {
+	t.Helper()
+	s, err := f.coord.Submit(context.Background(), &study.Request{Title: "all", Purpose: "e2e", Queries: allQueries(f.coord.Catalog()), OnNodeFailure: onFailure}, "eva")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.approveAll(t, s)
+	return s
+}
+
+// waitForFirstDispatch waits (at most 30 s) until some node has answered some query.
+func (f *inproc) waitForFirstDispatch(t *testing.T, id string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if ds, _ := f.store.Dispatches(context.Background(), id); len(ds) > 0 {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatal("no node answered within 30 s")
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -200,7 +201,7 @@ func (s *Server) DoGet(tkt *flight.Ticket, stream flight.FlightService_DoGetServ
 		return s.refuse(ctx, actor, t, codes.DeadlineExceeded, "timeout", nil)
 	case err != nil:
 		s.requests.WithLabelValues("error", "").Inc()
-		s.logger.Error("query failed", "query", t.QueryID, "err", err)
+		s.logger.Error("query failed", "query", t.QueryID, "err", redact(err))
 		return s.refuse(ctx, actor, t, codes.Internal, "error", nil)
 	}
 	defer res.Table.Release()
@@ -287,4 +288,12 @@ func (s *Server) DoAction(a *flight.Action, stream flight.FlightService_DoAction
 		return err
 	}
 	return stream.Send(&flight.Result{Body: body})
+}
+
+var quoted = regexp.MustCompile(`'[^']*'|"[^"]*"`)
+
+// redact drops quoted values from an error before it is logged: a DuckDB error can quote a
+// value from the data, and the log is not the place for participant data.
+func redact(err error) string {
+	return quoted.ReplaceAllString(err.Error(), "'…'")
 }
