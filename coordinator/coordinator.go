@@ -440,6 +440,7 @@ func (c *Coordinator) dispatch(ctx context.Context, s *study.Study, approved map
 		start := time.Now()
 		outcomes := fanout.Run(work, targets, opts)
 		c.fanSeconds.Observe(time.Since(start).Seconds())
+		batch := make([]state.Dispatch, 0, len(outcomes))
 		for _, out := range outcomes {
 			d := state.Dispatch{QueryIndex: qi, Association: out.Association, Attempts: out.Attempts}
 			if out.Err != nil {
@@ -460,9 +461,10 @@ func (c *Coordinator) dispatch(ctx context.Context, s *study.Study, approved map
 					d.State, d.Release, d.Metadata = state.DispatchReleased, raw, out.Release.Metadata
 				}
 			}
-			if err := c.o.Store.PutDispatch(work, s.ID, d); err != nil {
-				return nil, err
-			}
+			batch = append(batch, d)
+		}
+		if err := c.o.Store.PutDispatches(work, s.ID, batch); err != nil {
+			return nil, err
 		}
 		if opts.FailFast && len(failed) > 0 {
 			break

@@ -260,19 +260,32 @@ type Dispatch struct {
 // PutDispatch records a dispatch's progress or outcome. A released dispatch is never
 // overwritten, so a restarted coordinator never asks that node again.
 func (s *Store) PutDispatch(ctx context.Context, id string, d Dispatch) error {
-	md, err := json.Marshal(d.Metadata)
+	return s.PutDispatches(ctx, id, []Dispatch{d})
+}
+
+// PutDispatches records several dispatches in one transaction (one fan-out's outcomes).
+func (s *Store) PutDispatches(ctx context.Context, id string, ds []Dispatch) error {
+	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO dispatches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+	defer tx.Rollback()
+	now := time.Now().UTC()
+	for _, d := range ds {
+		md, err := json.Marshal(d.Metadata)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO dispatches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (study, query_index, association) DO UPDATE SET state = excluded.state, attempts = excluded.attempts,
   error = excluded.error, release = excluded.release, metadata = excluded.metadata, updated_at = excluded.updated_at
 WHERE dispatches.state <> 'released'`,
-		id, d.QueryIndex, d.Association, d.State, d.Attempts, d.Error, d.Release, string(md), time.Now().UTC())
-	if err != nil {
-		return fmt.Errorf("store dispatch: %w", err)
+			id, d.QueryIndex, d.Association, d.State, d.Attempts, d.Error, d.Release, string(md), now)
+		if err != nil {
+			return fmt.Errorf("store dispatch: %w", err)
+		}
 	}
-	return nil
+	return tx.Commit()
 }
 
 // Dispatches lists a study's dispatches.
