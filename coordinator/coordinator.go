@@ -65,6 +65,7 @@ type Coordinator struct {
 	wake     chan struct{}
 	mu       sync.Mutex
 	progress map[string]map[string]NodeProgress // study -> association -> progress
+	finished map[string]chan struct{}           // closed when the study reaches a final state
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 
@@ -114,7 +115,7 @@ func New(o Options) (*Coordinator, error) {
 		o.Registerer = prometheus.NewRegistry()
 	}
 	c := &Coordinator{o: o, logger: o.Logger.With("component", "coordinator"), nodes: map[string]Node{},
-		wake: make(chan struct{}, 1), progress: map[string]map[string]NodeProgress{}}
+		wake: make(chan struct{}, 1), progress: map[string]map[string]NodeProgress{}, finished: map[string]chan struct{}{}}
 	for _, n := range o.Nodes {
 		c.nodes[n.Association] = n
 	}
@@ -163,6 +164,14 @@ func (c *Coordinator) move(ctx context.Context, id string, from, to study.State,
 	c.studies.WithLabelValues(string(to)).Inc()
 	c.byState.WithLabelValues(string(from)).Dec()
 	c.byState.WithLabelValues(string(to)).Inc()
+	if to.Final() {
+		c.mu.Lock()
+		if ch, ok := c.finished[id]; ok {
+			close(ch)
+			delete(c.finished, id)
+		}
+		c.mu.Unlock()
+	}
 	c.audit(ctx, actor, "study."+string(to), map[string]string{"study": id, "note": note})
 	return nil
 }
@@ -316,6 +325,27 @@ func (c *Coordinator) Stop() {
 		c.cancel()
 	}
 	c.wg.Wait()
+}
+
+// Await blocks until study id reaches a final state (or ctx ends) and returns it.
+func (c *Coordinator) Await(ctx context.Context, id string) (*study.Study, error) {
+	c.mu.Lock()
+	ch, ok := c.finished[id]
+	if !ok {
+		ch = make(chan struct{})
+		c.finished[id] = ch
+	}
+	c.mu.Unlock()
+	s, err := c.o.Store.Study(ctx, id)
+	if err != nil || s.State.Final() {
+		return s, err
+	}
+	select {
+	case <-ch:
+		return c.o.Store.Study(ctx, id)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 // Progress returns the live per-node progress of a running study.

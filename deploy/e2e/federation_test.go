@@ -170,19 +170,13 @@ func (f *inproc) approveAll(t testing.TB, s *study.Study) {
 
 func (f *inproc) wait(t testing.TB, id string) *study.Study {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		s, err := f.store.Study(context.Background(), id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if s.State.Final() {
-			return s
-		}
-		time.Sleep(time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, err := f.coord.Await(ctx, id)
+	if err != nil {
+		t.Fatalf("study %s did not finish in 60 s: %v", id, err)
 	}
-	t.Fatalf("study %s did not finish in 60 s", id)
-	return nil
+	return s
 }
 
 func allQueries(cat *queries.Catalog) []study.QueryReq {
@@ -353,6 +347,7 @@ func TestCoordinatorRestartMidStudyLosesNothingAndAsksNoNodeTwice(t *testing.T) 
 	}
 	c.Start(ctx)
 	defer c.Stop()
+	f.coord = c
 	if got := f.wait(t, s.ID); got.State != study.Released {
 		t.Fatalf("after restart the study ended %s", got.State)
 	}
