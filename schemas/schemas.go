@@ -23,8 +23,8 @@ var files embed.FS
 
 // Text is a bilingual label.
 type Text struct {
-	SV string `yaml:"sv"`
-	EN string `yaml:"en"`
+	SV string `yaml:"sv" json:"sv"`
+	EN string `yaml:"en" json:"en"`
 }
 
 // In returns the label in lang ("sv" or "en"); Swedish is the default.

@@ -1,0 +1,399 @@
+// The steering group's dashboard: reads released results through the coordinator's API with
+// the user's bearer token (kept in sessionStorage only) and never computes a rate from a
+// suppressed count. Code-list labels come from the results; only the page's own words are here.
+"use strict";
+
+const T = {
+  sv: { title: "Samsyn – länsöversikt", period: "Period", help: "Om siffrorna", logout: "Logga ut", login: "Logga in",
+    token: "Token", signin: "Logga in", overview: "Översikt", map: "Karta", patterns: "Mönster", trends: "Trender",
+    studies: "Studier", nodes: "Noder", footer: "Endast frisläppta, skyddade resultat (syntetiska data i demon).",
+    suppressed: "färre än 5", none: "Inget frisläppt resultat för perioden.", participants: "Deltagare", exits: "Avslut",
+    workStudies: "Andel till arbete eller studier", ordinary: "Andel till ordinarie insats", target30: "Mål 30 %",
+    target40: "Mål 40 %", association: "Förbund", share: "Andel", outside: "utanför förbunden", measure: "Mått",
+    inflow: "Nya deltagare", quarter: "Kvartal", state: "Läge", approvals: "Godkännanden", progress: "Noder",
+    status: "Status", latency: "Svarstid (ms)", csv: "Ladda ner CSV", xlsx: "Ladda ner XLSX", question: "Fråga",
+    badToken: "Fel token eller ingen behörighet.", count: "Antal", study: "Studie", title2: "Titel", dimension: "Grupp" },
+  en: { title: "Samsyn – county overview", period: "Period", help: "About the numbers", logout: "Sign out", login: "Sign in",
+    token: "Token", signin: "Sign in", overview: "Overview", map: "Map", patterns: "Patterns", trends: "Trends",
+    studies: "Studies", nodes: "Nodes", footer: "Released, protected results only (synthetic data in the demo).",
+    suppressed: "fewer than 5", none: "No released result for the period.", participants: "Participants", exits: "Exits",
+    workStudies: "Share to work or studies", ordinary: "Share to ordinary programme", target30: "Target 30 %",
+    target40: "Target 40 %", association: "Association", share: "Share", outside: "outside the associations", measure: "Measure",
+    inflow: "New participants", quarter: "Quarter", state: "State", approvals: "Approvals", progress: "Nodes",
+    status: "Status", latency: "Latency (ms)", csv: "Download CSV", xlsx: "Download XLSX", question: "Question",
+    badToken: "Wrong token or not allowed.", count: "Count", study: "Study", title2: "Title", dimension: "Group" },
+};
+// Okabe–Ito: safe for the common forms of colour blindness.
+const PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"];
+const SEQ = ["#eff3ff", "#c6dbef", "#9ecae1", "#6baed6", "#3182bd", "#08519c"];
+
+const state = { lang: "sv", page: "overview", period: null, studies: [], layout: null, charts: [] };
+const $ = (s) => document.querySelector(s);
+const t = (k) => T[state.lang][k] || k;
+const token = () => sessionStorage.getItem("samsyn-token");
+
+async function api(path, accept) {
+  const r = await fetch(path, { headers: { Authorization: "Bearer " + token(), Accept: accept || "application/json" } });
+  if (r.status === 401 || r.status === 403) throw Object.assign(new Error(t("badToken")), { auth: true });
+  if (!r.ok) throw new Error(path + ": " + r.status);
+  return accept && accept !== "application/json" ? r.blob() : r.json();
+}
+
+function label(table, dim, code) {
+  const l = table.labels[dim] && table.labels[dim][code];
+  return l ? l[state.lang] : code;
+}
+
+// Released studies with their queries, newest first; periods are their distinct parameters.
+async function loadStudies() {
+  const list = await api("/api/v1/studies");
+  const out = [];
+  for (const s of list) {
+    if (s.state !== "released") continue;
+    out.push(await api("/api/v1/studies/" + s.id));
+  }
+  state.studies = out;
+  const periods = new Map();
+  for (const s of out) for (const q of s.queries) {
+    if (q.params && q.params.from) periods.set(q.params.from + "|" + q.params.to, q.params);
+  }
+  const sel = $("#period");
+  sel.innerHTML = "";
+  [...periods.values()].sort((a, b) => (b.to.localeCompare(a.to)) || (a.from.localeCompare(b.from))).forEach((p) => {
+    const o = document.createElement("option");
+    o.value = p.from + "|" + p.to;
+    o.textContent = p.from + " – " + p.to;
+    sel.appendChild(o);
+  });
+  const widest = [...periods.values()].sort((a, b) => a.from.localeCompare(b.from) || b.to.localeCompare(a.to))[0];
+  if (widest && !state.period) state.period = widest.from + "|" + widest.to;
+  if (state.period) sel.value = state.period;
+}
+
+// find returns {study, index} of the newest released result of query for the chosen period.
+function find(query) {
+  const [from, to] = (state.period || "|").split("|");
+  for (const s of state.studies) {
+    const i = s.queries.findIndex((q) => q.id === query && q.params.from === from && q.params.to === to);
+    if (i >= 0 && (s.results || []).some((r) => r.query_index === i)) return { study: s.id, index: i, query };
+  }
+  return null;
+}
+
+async function result(query) {
+  const f = find(query);
+  if (!f) return null;
+  const table = await api("/api/v1/studies/" + f.study + "/results/" + f.index);
+  table.ref = f;
+  return table;
+}
+
+function cell(table, dims) {
+  return table.rows.find((r) => Object.entries(dims).every(([k, v]) => r[k] === v));
+}
+
+// share is released only when every count it needs is released.
+function share(part, whole) {
+  if (part.some((r) => !r || r.n === null) || !whole || whole.n === null || whole.n === 0) return null;
+  return part.reduce((a, r) => a + r.n, 0) / whole.n;
+}
+
+function fmtN(n) { return n === null || n === undefined ? t("suppressed") : String(n); }
+function fmtPct(x) { return x === null ? t("suppressed") : (100 * x).toFixed(1) + " %"; }
+
+function el(tag, attrs, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    // style through the CSSOM: the page's CSP allows no inline style attributes.
+    if (k === "class") e.className = v; else if (k === "text") e.textContent = v;
+    else if (k === "style") e.style.cssText = v; else e.setAttribute(k, v);
+  }
+  for (const k of kids) if (k) e.appendChild(typeof k === "string" ? document.createTextNode(k) : k);
+  return e;
+}
+
+function tableEl(headers, rows) {
+  const tb = el("table");
+  const head = el("tr");
+  headers.forEach((h) => head.appendChild(el("th", { scope: "col", text: h })));
+  tb.appendChild(el("thead", {}, head));
+  const body = el("tbody");
+  for (const r of rows) {
+    const tr = el("tr");
+    r.forEach((v, i) => {
+      const sup = v === t("suppressed");
+      tr.appendChild(el("td", { class: (i > 0 ? "num" : "") + (sup ? " suppressed" : ""), text: v }));
+    });
+    body.appendChild(tr);
+  }
+  tb.appendChild(body);
+  return tb;
+}
+
+async function download(ref, format) {
+  const blob = await api("/api/v1/studies/" + ref.study + "/results/" + ref.index + "?format=" + format, "*/*");
+  const a = el("a", { href: URL.createObjectURL(blob), download: ref.query + "." + format });
+  document.body.appendChild(a);
+  a.click();
+  a.remove();
+}
+
+function downloads(table) {
+  const d = el("div", { class: "downloads" });
+  for (const f of ["csv", "xlsx"]) {
+    const b = el("button", { type: "button", "data-download": f, "data-query": table.ref.query, text: t(f) });
+    b.addEventListener("click", () => download(table.ref, f));
+    d.appendChild(b);
+  }
+  return d;
+}
+
+function card(title, ...kids) {
+  return el("section", { class: "card" }, el("h2", { text: title }), ...kids);
+}
+
+function chart(type, labels, datasets, opts) {
+  const box = el("div", { class: "chart" });
+  const canvas = el("canvas", { role: "img", "aria-label": opts.aria || "" });
+  box.appendChild(canvas);
+  queueMicrotask(() => {
+    state.charts.push(new Chart(canvas, { type, data: { labels, datasets },
+      options: Object.assign({ responsive: true, maintainAspectRatio: false, animation: false }, opts.options || {}) }));
+  });
+  return box;
+}
+
+const PAGES = {
+  async overview(main) {
+    const exits = await result("exits_by_association");
+    const parts = await result("participants_by_association");
+    if (!exits) { main.appendChild(card(t("overview"), el("p", { text: t("none") }))); return; }
+    const assocs = Object.keys(state.layout.associations);
+    const groups = state.layout.outcome_groups;
+    const ws = Object.keys(groups).filter((o) => groups[o] === "work_or_studies");
+    const ord = Object.keys(groups).filter((o) => groups[o] === "ordinary_programme");
+    const rows = [], wsShare = [], ordShare = [], names = [];
+    for (const a of assocs) {
+      const total = cell(exits, { association: a, outcome: "_total" });
+      const s1 = share(ws.map((o) => cell(exits, { association: a, outcome: o })), total);
+      const s2 = share(ord.map((o) => cell(exits, { association: a, outcome: o })), total);
+      const p = parts && cell(parts, { association: a, gender: "_total", age_band: "_total" });
+      names.push(label(exits, "association", a));
+      wsShare.push(s1 === null ? null : 100 * s1);
+      ordShare.push(s2 === null ? null : 100 * s2);
+      rows.push([label(exits, "association", a), fmtN(p ? p.n : null), fmtN(total ? total.n : null), fmtPct(s1), fmtPct(s2)]);
+    }
+    const line = (v, name, color) => ({ type: "line", label: name, data: names.map(() => v), borderColor: color, borderDash: [6, 4], pointRadius: 0, borderWidth: 2 });
+    main.appendChild(card(t("overview"),
+      chart("bar", names, [
+        { label: t("workStudies"), data: wsShare, backgroundColor: PALETTE[0] },
+        { label: t("ordinary"), data: ordShare, backgroundColor: PALETTE[1] },
+        line(30, t("target30"), PALETTE[5]), line(40, t("target40"), PALETTE[7]),
+      ], { aria: t("workStudies"), options: { scales: { y: { min: 0, max: 100, title: { display: true, text: "%" } } } } }),
+      tableEl([t("association"), t("participants"), t("exits"), t("workStudies"), t("ordinary")], rows),
+      downloads(exits)));
+  },
+
+  async map(main) {
+    const exits = await result("exits_by_municipality");
+    if (!exits) { main.appendChild(card(t("map"), el("p", { text: t("none") }))); return; }
+    const groups = state.layout.outcome_groups;
+    const ws = Object.keys(groups).filter((o) => groups[o] === "work_or_studies");
+    const measure = state.mapMeasure || "exits";
+    const value = (code) => {
+      const total = cell(exits, { municipality: code, outcome: "_total" });
+      if (measure === "exits") return total ? total.n : null;
+      const s = share(ws.map((o) => cell(exits, { municipality: code, outcome: o })), total);
+      return s === null ? null : 100 * s;
+    };
+    const inside = state.layout.municipalities.filter((m) => m.association);
+    const vals = inside.map((m) => value(m.code)).filter((v) => v !== null);
+    const lo = Math.min(...vals), hi = Math.max(...vals);
+    const colour = (v) => SEQ[Math.min(SEQ.length - 1, Math.floor(((v - lo) / ((hi - lo) || 1)) * (SEQ.length - 1)))];
+    const sel = el("select", { id: "measure", "aria-label": t("measure") });
+    for (const [k, name] of [["exits", t("exits")], ["share", t("workStudies")]]) {
+      const o = el("option", { value: k, text: name });
+      if (k === measure) o.selected = true;
+      sel.appendChild(o);
+    }
+    sel.addEventListener("change", () => { state.mapMeasure = sel.value; render(); });
+    const grid = el("div", { class: "tilemap", role: "group", "aria-label": t("map") });
+    const rows = [];
+    for (const m of state.layout.municipalities) {
+      const name = m.label[state.lang];
+      let text, attrs = { class: "tile", type: "button", style: "grid-row:" + (m.row + 1) + ";grid-column:" + (m.col + 1) };
+      if (!m.association) {
+        attrs.class += " outside";
+        attrs["data-inside"] = "false";
+        text = t("outside");
+      } else {
+        const v = value(m.code);
+        attrs["data-inside"] = "true";
+        attrs["data-suppressed"] = v === null ? "true" : "false";
+        if (v === null) attrs.class += " suppressed";
+        else attrs.style += ";background:" + colour(v) + (SEQ.indexOf(colour(v)) > 3 ? ";color:#fff" : "");
+        text = v === null ? t("suppressed") : (measure === "exits" ? String(v) : v.toFixed(1) + " %");
+        rows.push([name, text]);
+      }
+      attrs["aria-label"] = name + ": " + text;
+      attrs.title = name + ": " + text;
+      grid.appendChild(el("button", attrs, el("span", { text: name }), el("span", { class: "v", text: m.association ? text : "" })));
+    }
+    const legend = el("div", { class: "legend" }, ...SEQ.map((c) => el("span", { class: "swatch", style: "background:" + c })),
+      el("span", { class: "muted", text: (measure === "exits" ? lo + " – " + hi : lo.toFixed(0) + " – " + hi.toFixed(0) + " %") }));
+    main.appendChild(card(t("map"), el("label", {}, t("measure") + " ", sel), grid, legend,
+      tableEl([t("dimension"), measure === "exits" ? t("exits") : t("workStudies")], rows), downloads(exits)));
+  },
+
+  async patterns(main) {
+    const queries = ["outcome_by_referral_party", "outcome_by_method", "outcome_by_gender_age", "outcome_by_born_abroad",
+      "outcome_by_education", "outcome_by_support_years"];
+    const groups = state.layout.outcome_groups;
+    const ws = Object.keys(groups).filter((o) => groups[o] === "work_or_studies");
+    let any = false;
+    for (const q of queries) {
+      const table = await result(q);
+      if (!table) continue;
+      any = true;
+      const dims = table.dimensions.map((d) => d.name).filter((d) => d !== "outcome");
+      const keys = [];
+      for (const r of table.rows) {
+        if (dims.some((d) => r[d] === "_total" || r[d] === "_other")) continue;
+        const k = dims.map((d) => r[d]).join("|");
+        if (!keys.includes(k)) keys.push(k);
+      }
+      const names = [], shares = [], rows = [];
+      for (const k of keys) {
+        const parts = k.split("|");
+        const sel = Object.fromEntries(dims.map((d, i) => [d, parts[i]]));
+        const total = cell(table, Object.assign({ outcome: "_total" }, sel));
+        const s = share(ws.map((o) => cell(table, Object.assign({ outcome: o }, sel))), total);
+        const name = dims.map((d, i) => label(table, d, parts[i])).join(", ");
+        names.push(name);
+        shares.push(s === null ? null : 100 * s);
+        rows.push([name, fmtN(total ? total.n : null), fmtPct(s)]);
+      }
+      main.appendChild(card(table.title[state.lang],
+        chart("bar", names, [{ label: t("workStudies"), data: shares, backgroundColor: PALETTE[2] },
+          { type: "line", label: t("target30"), data: names.map(() => 30), borderColor: PALETTE[5], borderDash: [6, 4], pointRadius: 0 }],
+        { aria: table.title[state.lang], options: { indexAxis: "x", scales: { y: { min: 0, max: 100 } } } }),
+        tableEl([t("dimension"), t("exits"), t("workStudies")], rows), downloads(table)));
+    }
+    if (!any) main.appendChild(card(t("patterns"), el("p", { text: t("none") })));
+  },
+
+  async trends(main) {
+    const inflow = await result("inflow_by_quarter");
+    const exits = await result("exits_by_quarter");
+    if (!inflow && !exits) { main.appendChild(card(t("trends"), el("p", { text: t("none") }))); return; }
+    const base = inflow || exits;
+    const quarters = [...new Set(base.rows.map((r) => r.quarter).filter((q) => q !== "_total" && q !== "_other"))].sort();
+    const series = (tb) => quarters.map((q) => { const c = tb && cell(tb, { association: "_total", quarter: q }); return c ? c.n : null; });
+    const a = series(inflow), b = series(exits);
+    const keep = quarters.map((_, i) => a[i] !== null || b[i] !== null);
+    const qs = quarters.filter((_, i) => keep[i]);
+    const A = a.filter((_, i) => keep[i]), B = b.filter((_, i) => keep[i]);
+    main.appendChild(card(t("trends"),
+      chart("line", qs.map((q) => label(base, "quarter", q)), [
+        { label: t("inflow"), data: A, borderColor: PALETTE[0], backgroundColor: PALETTE[0], spanGaps: false },
+        { label: t("exits"), data: B, borderColor: PALETTE[1], backgroundColor: PALETTE[1], spanGaps: false }],
+      { aria: t("trends") }),
+      tableEl([t("quarter"), t("inflow"), t("exits")], qs.map((q, i) => [label(base, "quarter", q), fmtN(A[i]), fmtN(B[i])])),
+      inflow ? downloads(inflow) : null));
+  },
+
+  async studies(main) {
+    const list = await api("/api/v1/studies");
+    const rows = [];
+    for (const s of list) {
+      const d = await api("/api/v1/studies/" + s.id);
+      const appr = (d.approvals || []).map((a) => a.association + ": " + a.decision).join(", ");
+      const prog = Object.entries(d.progress || {}).map(([a, p]) => a + ": " + p.state).join(", ");
+      rows.push([s.id, s.title, s.state, appr || "–", prog || "–"]);
+    }
+    main.appendChild(card(t("studies"), tableEl([t("study"), t("title2"), t("state"), t("approvals"), t("progress")], rows)));
+  },
+
+  async nodes(main) {
+    const nodes = await api("/api/v1/nodes");
+    main.appendChild(card(t("nodes"), tableEl([t("association"), t("status"), t("latency")],
+      nodes.map((n) => [(state.layout.associations[n.association] || {})[state.lang] || n.association, n.status, n.latency_ms.toFixed(1)]))));
+  },
+};
+
+async function render() {
+  document.documentElement.lang = state.lang;
+  document.querySelectorAll("[data-t]").forEach((e) => { e.textContent = t(e.dataset.t); });
+  $("#lang").textContent = state.lang === "sv" ? "English" : "Svenska";
+  document.querySelectorAll("#tabs button").forEach((b) => b.setAttribute("aria-selected", String(b.dataset.page === state.page)));
+  state.charts.forEach((c) => c.destroy());
+  state.charts = [];
+  const main = $("#page");
+  main.innerHTML = "";
+  main.setAttribute("data-page", state.page);
+  main.setAttribute("aria-busy", "true");
+  try {
+    await PAGES[state.page](main);
+  } catch (e) {
+    if (e.auth) { logout(); return; }
+    main.appendChild(el("p", { class: "error", role: "alert", text: String(e.message || e) }));
+  }
+  main.setAttribute("aria-busy", "false");
+  main.setAttribute("data-ready", String(Date.now()));
+  const anyResult = state.studies.find((s) => (s.results || []).length);
+  if (anyResult && !$("#help").dataset.loaded) {
+    const r = anyResult.results[0];
+    const table = await api("/api/v1/studies/" + anyResult.id + "/results/" + r.query_index);
+    state.help = table.notes.help;
+    $("#help").dataset.loaded = "1";
+  }
+  if (state.help) $("#help").textContent = state.help[state.lang];
+}
+
+function logout() {
+  sessionStorage.removeItem("samsyn-token");
+  $("#tabs").hidden = true;
+  $("#page").innerHTML = "";
+  $("#login").hidden = false;
+}
+
+async function start() {
+  try {
+    state.layout = await (await fetch("/dashboard/layout.json")).json();
+    await loadStudies();
+  } catch (e) {
+    logout();
+    $("#loginerror").textContent = e.auth ? t("badToken") : String(e.message || e);
+    return;
+  }
+  $("#login").hidden = true;
+  $("#tabs").hidden = false;
+  await render();
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("#login").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    sessionStorage.setItem("samsyn-token", $("#token").value.trim());
+    $("#token").value = "";
+    start();
+  });
+  $("#logout").addEventListener("click", logout);
+  $("#lang").addEventListener("click", () => { state.lang = state.lang === "sv" ? "en" : "sv"; render(); });
+  $("#helpbtn").addEventListener("click", () => {
+    const h = $("#help");
+    h.hidden = !h.hidden;
+    $("#helpbtn").setAttribute("aria-expanded", String(!h.hidden));
+  });
+  $("#period").addEventListener("change", () => { state.period = $("#period").value; render(); });
+  document.querySelectorAll("#tabs button").forEach((b) => b.addEventListener("click", () => { state.page = b.dataset.page; render(); }));
+  $("#tabs").addEventListener("keydown", (ev) => {
+    if (ev.key !== "ArrowRight" && ev.key !== "ArrowLeft") return;
+    const tabs = [...document.querySelectorAll("#tabs button")];
+    const i = tabs.indexOf(document.activeElement);
+    const next = tabs[(i + (ev.key === "ArrowRight" ? 1 : tabs.length - 1)) % tabs.length];
+    next.focus();
+    next.click();
+  });
+  if (token()) start(); else logout();
+});

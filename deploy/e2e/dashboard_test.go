@@ -1,0 +1,210 @@
+package e2e
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/browser"
+	cdplog "github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"github.com/samsyn/samsyn/coordinator/api"
+	"github.com/samsyn/samsyn/coordinator/dashboard"
+	"github.com/samsyn/samsyn/coordinator/study"
+)
+
+// chromium finds Debian's chromium; CI installs it and sets SAMSYN_REQUIRE_CHROMIUM.
+func chromium(t *testing.T) string {
+	t.Helper()
+	for _, p := range []string{"/usr/bin/chromium", "/usr/bin/chromium-browser"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if p, err := exec.LookPath("chromium"); err == nil {
+		return p
+	}
+	if os.Getenv("SAMSYN_REQUIRE_CHROMIUM") != "" {
+		t.Fatal("chromium is required (apt-get install chromium)")
+	}
+	t.Skip("chromium is not installed: the dashboard's browser test did not run")
+	return ""
+}
+
+func TestDashboardE2EInChromium(t *testing.T) {
+	bin := chromium(t)
+	f := startInProc(t, 300)
+	ctx := context.Background()
+	s, err := f.coord.Submit(ctx, &study.Request{Title: "Styrgruppens standardtabeller", Purpose: "dashboard", Queries: allQueries(f.coord.Catalog()), OnNodeFailure: study.OnFailurePartial}, "eva")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.approveAll(t, s)
+	if got := f.wait(t, s.ID); got.State != study.Released {
+		t.Fatalf("standard study %s", got.State)
+	}
+	tok := "steering-token-for-the-browser-test"
+	sum := sha256.Sum256([]byte(tok))
+	a := api.New(f.coord, f.store, []api.Token{{User: api.User{Name: "styrgruppen", Role: api.RoleSteering}, SHA256: hex.EncodeToString(sum[:])}}, slog.New(slog.DiscardHandler))
+	mux := a.Handler()
+	dashboard.Register(mux)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	artefacts := os.Getenv("SAMSYN_ARTEFACTS")
+	if artefacts == "" {
+		artefacts = t.TempDir()
+	}
+	downloads := t.TempDir()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(bin), chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.Flag("headless", true), chromedp.Flag("no-first-run", true), chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true), chromedp.Flag("disable-quic", true),
+		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 1000))
+	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
+	defer cancelAlloc()
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	defer cancelBrowser()
+
+	var mu sync.Mutex
+	var problems []string
+	// run bounds each step; on failure it shows the page and what the browser complained of.
+	run := func(actions ...chromedp.Action) {
+		t.Helper()
+		c, cancel := context.WithTimeout(bctx, 20*time.Second)
+		defer cancel()
+		if err := chromedp.Run(c, actions...); err != nil {
+			var html string
+			d, cancel2 := context.WithTimeout(bctx, 5*time.Second)
+			defer cancel2()
+			_ = chromedp.Run(d, chromedp.OuterHTML("body", &html, chromedp.ByQuery))
+			mu.Lock()
+			defer mu.Unlock()
+			t.Fatalf("%v\nbrowser problems: %v\npage: %.2000s", err, problems, html)
+		}
+	}
+	chromedp.ListenTarget(bctx, func(ev any) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch e := ev.(type) {
+		case *runtime.EventConsoleAPICalled:
+			if e.Type == runtime.APITypeError {
+				problems = append(problems, fmt.Sprintf("console.error: %v", e.Args))
+			}
+		case *runtime.EventExceptionThrown:
+			problems = append(problems, "exception: "+e.ExceptionDetails.Error())
+		case *cdplog.EventEntryAdded:
+			if e.Entry.Level == cdplog.LevelError {
+				problems = append(problems, "log: "+e.Entry.Text)
+			}
+		}
+	})
+	shot := func(name string) chromedp.Action {
+		return chromedp.ActionFunc(func(ctx context.Context) error {
+			var png []byte
+			if err := chromedp.FullScreenshot(&png, 100).Do(ctx); err != nil {
+				return err
+			}
+			return os.WriteFile(filepath.Join(artefacts, name+".png"), png, 0o644)
+		})
+	}
+	ready := func(page string) chromedp.Action {
+		return chromedp.WaitVisible(`main[data-page="`+page+`"][aria-busy="false"]`, chromedp.ByQuery)
+	}
+	tab := func(page string) chromedp.Tasks {
+		return chromedp.Tasks{chromedp.Click(`nav button[data-page="`+page+`"]`, chromedp.ByQuery), ready(page), chromedp.Sleep(300 * time.Millisecond), shot(page)}
+	}
+	var overviewTab, firstAssoc string
+	// The first Run starts the browser and ties it to bctx; later steps get their own deadlines.
+	if err := chromedp.Run(bctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	run(cdplog.Enable())
+	run(browser.SetDownloadBehavior(browser.SetDownloadBehaviorBehaviorAllowAndName).WithDownloadPath(downloads).WithEventsEnabled(true))
+	run(chromedp.Navigate(srv.URL + "/"))
+	run(chromedp.WaitVisible("#login", chromedp.ByQuery))
+	run(
+		chromedp.SendKeys("#token", tok, chromedp.ByQuery),
+		chromedp.Click(`#login button[type="submit"]`, chromedp.ByQuery),
+		ready("overview"), chromedp.Sleep(300*time.Millisecond), shot("oversikt"),
+		chromedp.Text(`nav button[data-page="overview"]`, &overviewTab, chromedp.ByQuery),
+		chromedp.Text(`main table tbody tr td`, &firstAssoc, chromedp.ByQuery),
+	)
+	if overviewTab != "Översikt" || !strings.HasPrefix(firstAssoc, "Samordningsförbundet") {
+		t.Fatalf("Swedish by default: tab %q, first association %q", overviewTab, firstAssoc)
+	}
+
+	// The language toggle switches the page's words and the code lists' labels.
+	run(chromedp.Click("#lang", chromedp.ByQuery), ready("overview"),
+		chromedp.Text(`nav button[data-page="overview"]`, &overviewTab, chromedp.ByQuery),
+		chromedp.Text(`main table tbody tr td`, &firstAssoc, chromedp.ByQuery),
+		chromedp.Click("#lang", chromedp.ByQuery), ready("overview"))
+	if overviewTab != "Overview" || !strings.Contains(firstAssoc, "Coordination Association") {
+		t.Fatalf("English: tab %q, first association %q", overviewTab, firstAssoc)
+	}
+
+	// The map: 21 municipalities in the federation, coloured, and 5 outside.
+	var inside, outside, coloured int
+	run(tab("map"),
+		chromedp.Evaluate(`document.querySelectorAll('.tile[data-inside="true"]').length`, &inside),
+		chromedp.Evaluate(`document.querySelectorAll('.tile[data-inside="false"]').length`, &outside),
+		chromedp.Evaluate(`[...document.querySelectorAll('.tile[data-inside="true"]')].filter(e => e.style.background || e.dataset.suppressed === "true").length`, &coloured))
+	if inside != 21 || outside != 5 || coloured != 21 {
+		t.Fatalf("map: %d inside (%d coloured or marked suppressed), %d outside", inside, coloured, outside)
+	}
+
+	// A suppressed cell renders as suppressed.
+	var suppressed []string
+	run(tab("patterns"),
+		chromedp.Evaluate(`[...document.querySelectorAll('td.suppressed')].map(e => e.textContent)`, &suppressed))
+	if len(suppressed) == 0 || suppressed[0] != "färre än 5" {
+		t.Fatalf("no suppressed cell rendered as such on Mönster: %v", suppressed)
+	}
+
+	// A chart's CSV download equals the released result.
+	var query string
+	run(chromedp.AttributeValue(`button[data-download="csv"]`, "data-query", &query, nil, chromedp.ByQuery),
+		chromedp.Click(`button[data-download="csv"]`, chromedp.ByQuery))
+	// The browser saves the download under its GUID; wait (at most 30 s) for a finished file.
+	var got []byte
+	deadline := time.Now().Add(30 * time.Second)
+	for len(got) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the CSV download did not finish")
+		}
+		entries, _ := os.ReadDir(downloads)
+		for _, e := range entries {
+			if !strings.HasSuffix(e.Name(), ".crdownload") {
+				got, _ = os.ReadFile(filepath.Join(downloads, e.Name()))
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	code, want, _ := call(t, "GET", srv.URL+"/api/v1/studies/"+s.ID+"/results/"+query+"?format=csv", tok, nil, "")
+	if code != 200 || string(got) != string(want) || len(got) < 50 {
+		t.Fatalf("the downloaded CSV of %s differs from the released result (%d bytes vs %d)", query, len(got), len(want))
+	}
+
+	run(tab("trends"), tab("studies"), tab("nodes"))
+	mu.Lock()
+	defer mu.Unlock()
+	if len(problems) > 0 {
+		t.Fatalf("console errors:\n%s", strings.Join(problems, "\n"))
+	}
+	if os.Getenv("SAMSYN_SCREENSHOT_DOCS") != "" {
+		raw, _ := os.ReadFile(filepath.Join(artefacts, "oversikt.png"))
+		os.WriteFile("../../docs/dashboard.png", raw, 0o644)
+	}
+	t.Logf("screenshots in %s", artefacts)
+}
