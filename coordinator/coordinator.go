@@ -21,6 +21,7 @@ import (
 
 	"github.com/samsyn/samsyn/coordinator/fanout"
 	"github.com/samsyn/samsyn/coordinator/merge"
+	"github.com/samsyn/samsyn/coordinator/nodeclient"
 	"github.com/samsyn/samsyn/coordinator/state"
 	"github.com/samsyn/samsyn/coordinator/study"
 	"github.com/samsyn/samsyn/queries"
@@ -35,6 +36,7 @@ type Node struct {
 	Client      fanout.Node
 	ApprovalKey ed25519.PublicKey // the association's data owner
 	Health      func(ctx context.Context) error
+	Status      func(ctx context.Context) (*nodeclient.Status, error) // snapshot and versions; may be nil
 }
 
 // Options configure a Coordinator.

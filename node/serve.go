@@ -102,9 +102,10 @@ func Serve(ctx context.Context, o Options) error {
 			}
 			return nil
 		},
-		Snapshot:  st.Snapshot,
-		Allocator: o.Allocator,
-		Logger:    logger, Registerer: o.Registerer,
+		Snapshot:   st.Snapshot,
+		LastImport: st.LastImport,
+		Allocator:  o.Allocator,
+		Logger:     logger, Registerer: o.Registerer,
 	})
 	if err != nil {
 		return err

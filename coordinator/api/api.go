@@ -180,10 +180,14 @@ func (s *Server) catalog(w http.ResponseWriter, _ *http.Request, _ User) {
 }
 
 type nodeStatus struct {
-	Association string  `json:"association"`
-	Status      string  `json:"status"` // healthy, unhealthy, unreachable
-	Error       string  `json:"error,omitempty"`
-	LatencyMS   float64 `json:"latency_ms"`
+	Association   string  `json:"association"`
+	Status        string  `json:"status"` // healthy, unhealthy, unreachable
+	Error         string  `json:"error,omitempty"`
+	LatencyMS     float64 `json:"latency_ms"`
+	Snapshot      string  `json:"snapshot,omitempty"`
+	LastImport    string  `json:"last_import,omitempty"`
+	SchemaVersion int     `json:"schema_version,omitempty"`
+	Catalog       string  `json:"catalog,omitempty"`
 }
 
 func (s *Server) nodes(w http.ResponseWriter, r *http.Request, _ User) {
@@ -206,6 +210,11 @@ func (s *Server) nodes(w http.ResponseWriter, r *http.Request, _ User) {
 				}
 			}
 			st.LatencyMS = float64(time.Since(start).Microseconds()) / 1000
+			if st.Status == "healthy" && n.Status != nil {
+				if ns, err := n.Status(ctx); err == nil {
+					st.Snapshot, st.LastImport, st.SchemaVersion, st.Catalog = ns.Snapshot, ns.LastImport, ns.SchemaVersion, ns.Catalog
+				}
+			}
 			out[i] = st
 		}()
 	}

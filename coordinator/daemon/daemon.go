@@ -74,7 +74,7 @@ func Run(ctx context.Context, o Options) error {
 			return err
 		}
 		defer c.Close()
-		nodes = append(nodes, coordinator.Node{Association: n.Association, Client: c, ApprovalKey: o.ApprovalKeys[n.Association], Health: c.Healthy})
+		nodes = append(nodes, coordinator.Node{Association: n.Association, Client: c, ApprovalKey: o.ApprovalKeys[n.Association], Health: c.Healthy, Status: c.Status})
 	}
 	coord, err := coordinator.New(coordinator.Options{ID: cfg.ID, Store: st, Catalog: cat, Signatures: sigs, Nodes: nodes,
 		TicketKey: o.TicketKey, Policy: cfg.EffectivePolicy(), Audit: log, Logger: o.Logger, Registerer: o.Registry,

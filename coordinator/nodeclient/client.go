@@ -3,6 +3,7 @@ package nodeclient
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -115,4 +116,31 @@ func Transient(err error) bool {
 		return true
 	}
 	return false
+}
+
+// Status is what a node's health action reports.
+type Status struct {
+	Status        string `json:"status"`
+	Snapshot      string `json:"snapshot"`
+	LastImport    string `json:"last_import,omitempty"`
+	SchemaVersion int    `json:"schema_version"`
+	Catalog       string `json:"catalog"`
+	Queries       int    `json:"queries"`
+}
+
+// Status asks the node's Flight health action for its snapshot and versions.
+func (c *Client) Status(ctx context.Context) (*Status, error) {
+	stream, err := c.flight.DoAction(ctx, &flight.Action{Type: "health"})
+	if err != nil {
+		return nil, err
+	}
+	res, err := stream.Recv()
+	if err != nil {
+		return nil, err
+	}
+	var st Status
+	if err := json.Unmarshal(res.GetBody(), &st); err != nil {
+		return nil, fmt.Errorf("node %s health: %w", c.Association, err)
+	}
+	return &st, nil
 }

@@ -196,7 +196,12 @@ func TestDashboardE2EInChromium(t *testing.T) {
 		t.Fatalf("the downloaded CSV of %s differs from the released result (%d bytes vs %d)", query, len(got), len(want))
 	}
 
-	run(tab("trends"), tab("studies"), tab("nodes"))
+	var snapshots int
+	run(tab("trends"), tab("studies"), tab("nodes"),
+		chromedp.Evaluate(`[...document.querySelectorAll('main tbody tr')].filter(r => r.children[1].textContent === "healthy" && r.children[4].textContent !== "–" && r.children[5].textContent.startsWith("schema 1")).length`, &snapshots))
+	if snapshots != 8 {
+		t.Fatalf("Noder: %d healthy nodes with a snapshot, want 8", snapshots)
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if len(problems) > 0 {

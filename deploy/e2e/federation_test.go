@@ -137,7 +137,7 @@ func startInProc(t testing.TB, perNode int, onlyAssoc ...string) *inproc {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Close() })
-		nodes = append(nodes, coordinator.Node{Association: assoc, Client: c, ApprovalKey: pub, Health: c.Healthy})
+		nodes = append(nodes, coordinator.Node{Association: assoc, Client: c, ApprovalKey: pub, Health: c.Healthy, Status: c.Status})
 	}
 	f.store, err = state.Open(context.Background(), filepath.Join(f.dir, "coordinator", "state.duckdb"))
 	if err != nil {

@@ -60,7 +60,9 @@ type Options struct {
 	Verifier wire.Verifier
 	Allowed  func(queryID string) error // the node's own policy on which queries it answers; nil denies all
 	// Snapshot reports the store's data snapshot id, for the health action.
-	Snapshot   func(ctx context.Context) (string, error)
+	Snapshot func(ctx context.Context) (string, error)
+	// LastImport reports when the store was last imported into, for the health action.
+	LastImport func(ctx context.Context) (time.Time, error)
 	Allocator  memory.Allocator
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -259,6 +261,7 @@ type Health struct {
 	Node          string `json:"node"`
 	Association   string `json:"association"`
 	Snapshot      string `json:"snapshot"`
+	LastImport    string `json:"last_import,omitempty"`
 	SchemaVersion int    `json:"schema_version"`
 	Catalog       string `json:"catalog"` // digest of the signed catalog's ids and hashes
 	Queries       int    `json:"queries"`
@@ -282,6 +285,11 @@ func (s *Server) DoAction(a *flight.Action, stream flight.FlightService_DoAction
 			return status.Error(codes.Unavailable, "store unavailable")
 		}
 		h.Snapshot = snap
+	}
+	if s.opts.LastImport != nil {
+		if t, err := s.opts.LastImport(stream.Context()); err == nil && !t.IsZero() {
+			h.LastImport = t.UTC().Format(time.RFC3339)
+		}
 	}
 	body, err := json.Marshal(h)
 	if err != nil {

@@ -186,6 +186,16 @@ func (s *Store) Snapshot(ctx context.Context) (string, error) {
 	return id, nil
 }
 
+// LastImport is the time of the latest import, or the zero time before any.
+func (s *Store) LastImport(ctx context.Context) (time.Time, error) {
+	var t time.Time
+	err := s.db.QueryRowContext(ctx, `SELECT imported_at FROM samsyn_import ORDER BY seq DESC LIMIT 1`).Scan(&t)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, nil
+	}
+	return t, err
+}
+
 // Count returns the number of rows in a schema table.
 func (s *Store) Count(ctx context.Context, table string) (int64, error) {
 	if _, ok := schemas.V1().Table(table); !ok {

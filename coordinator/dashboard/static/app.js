@@ -12,7 +12,8 @@ const T = {
     target40: "Mål 40 %", association: "Förbund", share: "Andel", outside: "utanför förbunden", measure: "Mått",
     inflow: "Nya deltagare", quarter: "Kvartal", state: "Läge", approvals: "Godkännanden", progress: "Noder",
     status: "Status", latency: "Svarstid (ms)", csv: "Ladda ner CSV", xlsx: "Ladda ner XLSX", question: "Fråga",
-    badToken: "Fel token eller ingen behörighet.", count: "Antal", study: "Studie", title2: "Titel", dimension: "Grupp" },
+    badToken: "Fel token eller ingen behörighet.", count: "Antal", study: "Studie", title2: "Titel", dimension: "Grupp",
+    lastImport: "Senaste import", snapshot: "Dataversion", versions: "Versioner" },
   en: { title: "Samsyn – county overview", period: "Period", help: "About the numbers", logout: "Sign out", login: "Sign in",
     token: "Token", signin: "Sign in", overview: "Overview", map: "Map", patterns: "Patterns", trends: "Trends",
     studies: "Studies", nodes: "Nodes", footer: "Released, protected results only (synthetic data in the demo).",
@@ -21,7 +22,8 @@ const T = {
     target40: "Target 40 %", association: "Association", share: "Share", outside: "outside the associations", measure: "Measure",
     inflow: "New participants", quarter: "Quarter", state: "State", approvals: "Approvals", progress: "Nodes",
     status: "Status", latency: "Latency (ms)", csv: "Download CSV", xlsx: "Download XLSX", question: "Question",
-    badToken: "Wrong token or not allowed.", count: "Count", study: "Study", title2: "Title", dimension: "Group" },
+    badToken: "Wrong token or not allowed.", count: "Count", study: "Study", title2: "Title", dimension: "Group",
+    lastImport: "Last import", snapshot: "Data snapshot", versions: "Versions" },
 };
 // Okabe–Ito: safe for the common forms of colour blindness.
 const PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"];
@@ -316,8 +318,9 @@ const PAGES = {
 
   async nodes(main) {
     const nodes = await api("/api/v1/nodes");
-    main.appendChild(card(t("nodes"), tableEl([t("association"), t("status"), t("latency")],
-      nodes.map((n) => [(state.layout.associations[n.association] || {})[state.lang] || n.association, n.status, n.latency_ms.toFixed(1)]))));
+    main.appendChild(card(t("nodes"), tableEl([t("association"), t("status"), t("latency"), t("lastImport"), t("snapshot"), t("versions")],
+      nodes.map((n) => [(state.layout.associations[n.association] || {})[state.lang] || n.association, n.status, n.latency_ms.toFixed(1),
+        n.last_import || "–", n.snapshot || "–", n.schema_version ? "schema " + n.schema_version + ", katalog " + n.catalog : "–"]))));
   },
 };
 
