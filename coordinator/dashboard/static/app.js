@@ -299,7 +299,7 @@ const PAGES = {
       chart("line", qs.map((q) => label(base, "quarter", q)), [
         { label: t("inflow"), data: A, borderColor: PALETTE[0], backgroundColor: PALETTE[0], spanGaps: false },
         { label: t("exits"), data: B, borderColor: PALETTE[1], backgroundColor: PALETTE[1], spanGaps: false }],
-      { aria: t("trends") }),
+      { aria: t("trends"), options: { scales: { y: { beginAtZero: true } } } }),
       tableEl([t("quarter"), t("inflow"), t("exits")], qs.map((q, i) => [label(base, "quarter", q), fmtN(A[i]), fmtN(B[i])])),
       inflow ? downloads(inflow) : null));
   },
