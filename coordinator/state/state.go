@@ -2,12 +2,8 @@ package state
 
 import (
 	"context"
-	"crypto/rand"
-	"crypto/sha256"
 	"database/sql"
 	"database/sql/driver"
-	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,7 +28,6 @@ CREATE TABLE IF NOT EXISTS dispatches (study VARCHAR NOT NULL, query_index INTEG
   updated_at TIMESTAMP NOT NULL, PRIMARY KEY (study, query_index, association));
 CREATE TABLE IF NOT EXISTS results (study VARCHAR NOT NULL, query_index INTEGER NOT NULL, query_id VARCHAR NOT NULL,
   release BLOB NOT NULL, checks VARCHAR NOT NULL, released_at TIMESTAMP NOT NULL, PRIMARY KEY (study, query_index));
-CREATE TABLE IF NOT EXISTS tokens (hash VARCHAR PRIMARY KEY, name VARCHAR NOT NULL, role VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL);
 `
 
 // Store is the coordinator's state.
@@ -348,40 +343,4 @@ func (s *Store) Results(ctx context.Context, id string) ([]Result, error) {
 		out = append(out, r)
 	}
 	return out, rows.Err()
-}
-
-// HashToken is how tokens are stored: SHA-256, hex.
-func HashToken(token string) string {
-	sum := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(sum[:])
-}
-
-// AddToken creates a new random bearer token for name with role and returns it; only its
-// hash is stored.
-func (s *Store) AddToken(ctx context.Context, name, role string) (string, error) {
-	b := make([]byte, 24)
-	if _, err := rand.Read(b); err != nil {
-		return "", err
-	}
-	token := "ssy_" + base64.RawURLEncoding.EncodeToString(b)
-	if _, err := s.db.ExecContext(ctx, `INSERT INTO tokens VALUES (?, ?, ?, ?)`, HashToken(token), name, role, time.Now().UTC()); err != nil {
-		return "", fmt.Errorf("store token: %w", err)
-	}
-	return token, nil
-}
-
-// Principal is who a token belongs to.
-type Principal struct {
-	Name string
-	Role string
-}
-
-// Lookup finds the principal of a token.
-func (s *Store) Lookup(ctx context.Context, token string) (Principal, bool, error) {
-	var p Principal
-	err := s.db.QueryRowContext(ctx, `SELECT name, role FROM tokens WHERE hash = ?`, HashToken(token)).Scan(&p.Name, &p.Role)
-	if errors.Is(err, sql.ErrNoRows) {
-		return p, false, nil
-	}
-	return p, err == nil, err
 }
