@@ -198,7 +198,7 @@ func TestDashboardE2EInChromium(t *testing.T) {
 
 	var snapshots int
 	run(tab("trends"), tab("studies"), tab("nodes"),
-		chromedp.Evaluate(`[...document.querySelectorAll('main tbody tr')].filter(r => r.children[1].textContent === "healthy" && r.children[4].textContent !== "–" && r.children[5].textContent.startsWith("schema 1")).length`, &snapshots))
+		chromedp.Evaluate(`[...document.querySelectorAll('main tbody tr')].filter(r => r.children[1].textContent === "i drift" && r.children[4].textContent !== "–" && r.children[5].textContent.startsWith("schema 1")).length`, &snapshots))
 	if snapshots != 8 {
 		t.Fatalf("Noder: %d healthy nodes with a snapshot, want 8", snapshots)
 	}

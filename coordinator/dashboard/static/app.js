@@ -13,7 +13,10 @@ const T = {
     inflow: "Nya deltagare", quarter: "Kvartal", state: "Läge", approvals: "Godkännanden", progress: "Noder",
     status: "Status", latency: "Svarstid (ms)", csv: "Ladda ner CSV", xlsx: "Ladda ner XLSX", question: "Fråga",
     badToken: "Fel token eller ingen behörighet.", count: "Antal", study: "Studie", title2: "Titel", dimension: "Grupp",
-    lastImport: "Senaste import", snapshot: "Dataversion", versions: "Versioner" },
+    lastImport: "Senaste import", snapshot: "Dataversion", versions: "Versioner", catalog: "katalog",
+    healthy: "i drift", unhealthy: "ur drift", unreachable: "nås inte", released: "frisläppt", failed: "misslyckad",
+    refused: "avslagen", running: "pågår", checking: "kontrolleras", awaiting_approval: "väntar på godkännande",
+    submitted: "inskickad", approved: "godkänd", waiting: "väntar", done: "klar", retrying: "försöker igen" },
   en: { title: "Samsyn – county overview", period: "Period", help: "About the numbers", logout: "Sign out", login: "Sign in",
     token: "Token", signin: "Sign in", overview: "Overview", map: "Map", patterns: "Patterns", trends: "Trends",
     studies: "Studies", nodes: "Nodes", footer: "Released, protected results only (synthetic data in the demo).",
@@ -23,7 +26,10 @@ const T = {
     inflow: "New participants", quarter: "Quarter", state: "State", approvals: "Approvals", progress: "Nodes",
     status: "Status", latency: "Latency (ms)", csv: "Download CSV", xlsx: "Download XLSX", question: "Question",
     badToken: "Wrong token or not allowed.", count: "Count", study: "Study", title2: "Title", dimension: "Group",
-    lastImport: "Last import", snapshot: "Data snapshot", versions: "Versions" },
+    lastImport: "Last import", snapshot: "Data snapshot", versions: "Versions", catalog: "catalog",
+    healthy: "healthy", unhealthy: "unhealthy", unreachable: "unreachable", released: "released", failed: "failed",
+    refused: "refused", running: "running", checking: "checking", awaiting_approval: "awaiting approval",
+    submitted: "submitted", approved: "approved", waiting: "waiting", done: "done", retrying: "retrying" },
 };
 // Okabe–Ito: safe for the common forms of colour blindness.
 const PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"];
@@ -193,7 +199,7 @@ const PAGES = {
         line(30, t("target30"), PALETTE[5]), line(40, t("target40"), PALETTE[7]),
       ], { aria: t("workStudies"), options: { scales: { y: { min: 0, max: 100, title: { display: true, text: "%" } } } } }),
       tableEl([t("association"), t("participants"), t("exits"), t("workStudies"), t("ordinary")], rows),
-      downloads(exits)));
+      downloads(exits), parts ? downloads(parts) : null));
   },
 
   async map(main) {
@@ -301,7 +307,7 @@ const PAGES = {
         { label: t("exits"), data: B, borderColor: PALETTE[1], backgroundColor: PALETTE[1], spanGaps: false }],
       { aria: t("trends"), options: { scales: { y: { beginAtZero: true } } } }),
       tableEl([t("quarter"), t("inflow"), t("exits")], qs.map((q, i) => [label(base, "quarter", q), fmtN(A[i]), fmtN(B[i])])),
-      inflow ? downloads(inflow) : null));
+      inflow ? downloads(inflow) : null, exits ? downloads(exits) : null));
   },
 
   async studies(main) {
@@ -309,9 +315,9 @@ const PAGES = {
     const rows = [];
     for (const s of list) {
       const d = await api("/api/v1/studies/" + s.id);
-      const appr = (d.approvals || []).map((a) => a.association + ": " + a.decision).join(", ");
-      const prog = Object.entries(d.progress || {}).map(([a, p]) => a + ": " + p.state).join(", ");
-      rows.push([s.id, s.title, s.state, appr || "–", prog || "–"]);
+      const appr = (d.approvals || []).map((a) => a.association + ": " + t(a.decision)).join(", ");
+      const prog = Object.entries(d.progress || {}).map(([a, p]) => a + ": " + t(p.state)).join(", ");
+      rows.push([s.id, s.title, t(s.state), appr || "–", prog || "–"]);
     }
     main.appendChild(card(t("studies"), tableEl([t("study"), t("title2"), t("state"), t("approvals"), t("progress")], rows)));
   },
@@ -319,8 +325,8 @@ const PAGES = {
   async nodes(main) {
     const nodes = await api("/api/v1/nodes");
     main.appendChild(card(t("nodes"), tableEl([t("association"), t("status"), t("latency"), t("lastImport"), t("snapshot"), t("versions")],
-      nodes.map((n) => [(state.layout.associations[n.association] || {})[state.lang] || n.association, n.status, n.latency_ms.toFixed(1),
-        n.last_import || "–", n.snapshot || "–", n.schema_version ? "schema " + n.schema_version + ", katalog " + n.catalog : "–"]))));
+      nodes.map((n) => [(state.layout.associations[n.association] || {})[state.lang] || n.association, t(n.status), n.latency_ms.toFixed(1),
+        n.last_import || "–", n.snapshot || "–", n.schema_version ? "schema " + n.schema_version + ", " + t("catalog") + " " + n.catalog : "–"]))));
   },
 };
 
