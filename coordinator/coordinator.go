@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -432,7 +433,19 @@ func (c *Coordinator) dispatch(ctx context.Context, s *study.Study, approved map
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		catSig := c.o.Signatures.Signature(q.ID)
+		if len(order) >= 2 {
+			missing, err := c.dispatchPooled(work, s, qi, approved, order, done)
+			if err != nil {
+				return nil, err
+			}
+			for _, a := range missing {
+				failed[a] = true
+			}
+			if s.OnNodeFailure == study.OnFailureFail && len(missing) > 0 {
+				break
+			}
+			continue
+		}
 		var targets []fanout.Target
 		for _, assoc := range order {
 			if have[[2]string{fmt.Sprint(qi), assoc}] {
@@ -444,31 +457,12 @@ func (c *Coordinator) dispatch(ctx context.Context, s *study.Study, approved map
 				continue
 			}
 			c.setProgress(s.ID, assoc, NodeProgress{State: "waiting"})
-			tkt := wire.Ticket{StudyID: s.ID, QueryID: q.ID, QueryHash: q.Hash, Params: q.Params, CatalogSignature: catSig,
-				Association: assoc, Approval: approved[assoc].Signatures[qi]}
-			targets = append(targets, fanout.Target{Association: assoc, Node: n.Client, Ticket: func() ([]byte, error) {
-				t := tkt
-				nonce, err := wire.NewNonce()
-				if err != nil {
-					return nil, err
-				}
-				now := time.Now()
-				t.Nonce, t.NotBefore, t.Expires = nonce, now.Add(-time.Second), now.Add(c.o.TicketTTL)
-				return wire.Sign(t, c.o.TicketKey)
-			}})
+			targets = append(targets, fanout.Target{Association: assoc, Node: n.Client, Ticket: c.ticketFunc(s, qi, assoc, approved[assoc], nil, 0)})
 		}
 		if len(targets) == 0 {
 			continue
 		}
-		opts := c.o.FanOut
-		opts.FailFast = s.OnNodeFailure == study.OnFailureFail
-		opts.Progress = func(assoc, st string, attempt int, err error) {
-			p := NodeProgress{State: st, Attempts: attempt}
-			if err != nil {
-				p.Error = err.Error()
-			}
-			c.setProgress(s.ID, assoc, p)
-		}
+		opts := c.fanOutOptions(s)
 		start := time.Now()
 		outcomes := fanout.Run(work, targets, opts)
 		c.fanSeconds.Observe(time.Since(start).Seconds())
@@ -511,6 +505,38 @@ func (c *Coordinator) dispatch(ctx context.Context, s *study.Study, approved map
 	return missing, nil
 }
 
+// ticketFunc returns a ticket maker for one node: each call signs a fresh nonce and window.
+// A cohort of two or more asks for a masked contribution to round round of that cohort.
+func (c *Coordinator) ticketFunc(s *study.Study, qi int, assoc string, approval study.Approval, cohort []string, round int) func() ([]byte, error) {
+	q := s.Queries[qi]
+	tkt := wire.Ticket{StudyID: s.ID, QueryID: q.ID, QueryHash: q.Hash, Params: q.Params, CatalogSignature: c.o.Signatures.Signature(q.ID),
+		Association: assoc, Approval: approval.Signatures[qi], Cohort: cohort, Round: round}
+	return func() ([]byte, error) {
+		t := tkt
+		nonce, err := wire.NewNonce()
+		if err != nil {
+			return nil, err
+		}
+		now := time.Now()
+		t.Nonce, t.NotBefore, t.Expires = nonce, now.Add(-time.Second), now.Add(c.o.TicketTTL)
+		return wire.Sign(t, c.o.TicketKey)
+	}
+}
+
+// fanOutOptions are the fan-out options for s, reporting progress per node.
+func (c *Coordinator) fanOutOptions(s *study.Study) fanout.Options {
+	opts := c.o.FanOut
+	opts.FailFast = s.OnNodeFailure == study.OnFailureFail
+	opts.Progress = func(assoc, st string, attempt int, err error) {
+		p := NodeProgress{State: st, Attempts: attempt}
+		if err != nil {
+			p.Error = err.Error()
+		}
+		c.setProgress(s.ID, assoc, p)
+	}
+	return opts
+}
+
 func checkProvenance(md map[string]string, studyID string, q study.Query, assoc string) error {
 	switch {
 	case md[wire.MetaStudy] != studyID, md[wire.MetaQueryID] != q.ID, md[wire.MetaQueryHash] != q.Hash:
@@ -538,6 +564,9 @@ type Checks struct {
 	StructuralZeros   int               `json:"structural_zeros"`
 	Limits            map[string]int    `json:"limits"`
 	DerivedRatesBasis string            `json:"derived_rates_basis"`
+	// Pooled is true when the table was protected once, after a secure sum of the cohort's
+	// perturbed cells; false for a cohort of one (the node's own protected table).
+	Pooled bool `json:"pooled"`
 }
 
 // check merges every query's node tables, runs the output checks and stores the results.
@@ -554,50 +583,78 @@ func (c *Coordinator) check(ctx context.Context, s *study.Study, order []string)
 		if !ok {
 			return nil, fmt.Errorf("%w: query %s left the catalog", errCheck, q.ID)
 		}
-		var inputs []merge.Input
-		snaps := map[string]string{}
-		included := map[string]bool{}
-		for _, d := range dispatches {
-			if d.QueryIndex != qi || d.State != state.DispatchReleased {
+		var (
+			table   arrow.Record
+			cells   int
+			supp    int
+			structZ int
+			present []string
+			snaps   map[string]string
+			pooled  = len(order) >= 2
+		)
+		if pooled {
+			out, rep, cohort, sn, err := c.pooledResult(e, dispatches, qi)
+			switch {
+			case errors.Is(err, disclosure.ErrTooSparse):
+				c.logger.Info("pooled table refused as too sparse", "study", s.ID, "query", q.ID)
+				withheld = append(withheld, q.ID)
+				continue
+			case err != nil:
+				return nil, err
+			case out == nil:
+				withheld = append(withheld, q.ID)
 				continue
 			}
-			rec, err := decode(d.Release, c.o.Allocator)
-			if err != nil {
-				return nil, err
+			table, cells, supp, structZ, present, snaps = out, rep.Cells, rep.Suppressed, rep.StructuralZeros, cohort, sn
+		} else {
+			var inputs []merge.Input
+			snaps = map[string]string{}
+			for _, d := range dispatches {
+				if d.QueryIndex != qi || d.State != state.DispatchReleased {
+					continue
+				}
+				rec, err := decode(d.Release, c.o.Allocator)
+				if err != nil {
+					return nil, err
+				}
+				defer rec.Release()
+				inputs = append(inputs, merge.Input{Association: d.Association, Table: rec})
+				snaps[d.Association] = d.Metadata[wire.MetaSnapshot]
+				present = append(present, d.Association)
 			}
-			defer rec.Release()
-			inputs = append(inputs, merge.Input{Association: d.Association, Table: rec})
-			snaps[d.Association] = d.Metadata[wire.MetaSnapshot]
-			included[d.Association] = true
+			if len(inputs) == 0 {
+				withheld = append(withheld, q.ID)
+				continue
+			}
+			merged, rep, err := merge.Merge(c.o.Allocator, e.Spec(""), inputs, c.o.Policy)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %v", errCheck, err)
+			}
+			table, cells, supp, structZ = merged, rep.Cells, rep.Suppressed, rep.StructuralZeros
 		}
-		var missing, present []string
+		var missing []string
 		for _, a := range order {
-			if included[a] {
-				present = append(present, a)
-			} else {
+			if !slices.Contains(present, a) {
 				missing = append(missing, a)
 			}
 		}
-		if len(inputs) == 0 {
-			withheld = append(withheld, q.ID)
-			continue
+		disc := c.o.Policy.Params()
+		if pooled {
+			disc = c.o.Policy.PooledParams()
 		}
-		merged, rep, err := merge.Merge(c.o.Allocator, e.Spec(""), inputs, c.o.Policy)
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", errCheck, err)
-		}
-		raw, err := encodeWithMeta(merged, map[string]string{"samsyn.study": s.ID, "samsyn.query_id": q.ID,
-			"samsyn.query_hash": q.Hash, "samsyn.missing_associations": fmt.Sprint(missing)})
-		merged.Release()
+		raw, err := encodeWithMeta(table, map[string]string{wire.MetaStudy: s.ID, wire.MetaQueryID: q.ID,
+			wire.MetaQueryHash: q.Hash, wire.MetaMissing: strings.Join(missing, ","), wire.MetaAssociations: strings.Join(present, ","),
+			wire.MetaPooled: strconv.FormatBool(pooled), wire.MetaDisclosure: disc})
+		table.Release()
 		if err != nil {
 			return nil, err
 		}
-		ch := Checks{Rows: rep.Cells, Bytes: len(raw), Cells: rep.Cells, Suppressed: rep.Suppressed, StructuralZeros: rep.StructuralZeros,
-			Associations: present, Missing: missing, Partial: len(missing) > 0, Disclosure: json.RawMessage(c.o.Policy.Params()),
+		ch := Checks{Rows: cells, Bytes: len(raw), Cells: cells, Suppressed: supp, StructuralZeros: structZ,
+			Associations: present, Missing: missing, Partial: len(missing) > 0, Disclosure: json.RawMessage(disc),
 			NodeSnapshots: snaps, Limits: map[string]int{"max_rows": c.o.MaxRows, "max_bytes": c.o.MaxBytes},
-			DerivedRatesBasis: "released counts only"}
-		if nonStructural := rep.Cells - rep.StructuralZeros; nonStructural > 0 {
-			ch.SuppressedShare = float64(rep.Suppressed) / float64(nonStructural)
+			DerivedRatesBasis: "released counts only", Pooled: pooled}
+		if nonStructural := cells - structZ; nonStructural > 0 {
+			ch.SuppressedShare = float64(supp) / float64(nonStructural)
 		}
 		if ch.Missing == nil {
 			ch.Missing = []string{}
@@ -613,10 +670,10 @@ func (c *Coordinator) check(ctx context.Context, s *study.Study, order []string)
 			return nil, err
 		}
 		c.released.Inc()
-		c.suppressed.Add(float64(rep.Suppressed))
+		c.suppressed.Add(float64(supp))
 	}
 	if len(withheld) == len(s.Queries) {
-		return withheld, fmt.Errorf("%w: no node released any query of the study", errCheck)
+		return withheld, fmt.Errorf("%w: no query of the study could be released", errCheck)
 	}
 	return withheld, nil
 }
@@ -628,7 +685,12 @@ func encodeWithMeta(rec arrow.Record, extra map[string]string) ([]byte, error) {
 	sc := rec.Schema()
 	if len(extra) > 0 {
 		md := sc.Metadata()
-		keys, vals := append([]string{}, md.Keys()...), append([]string{}, md.Values()...)
+		var keys, vals []string
+		for i, k := range md.Keys() {
+			if _, replaced := extra[k]; !replaced {
+				keys, vals = append(keys, k), append(vals, md.Values()[i])
+			}
+		}
 		for k, v := range extra {
 			keys, vals = append(keys, k), append(vals, v)
 		}

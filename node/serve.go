@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/ecdh"
 	"crypto/ed25519"
 	"crypto/tls"
 	"errors"
@@ -26,6 +27,7 @@ import (
 	"github.com/samsyn/samsyn/node/store"
 	"github.com/samsyn/samsyn/queries"
 	"github.com/samsyn/samsyn/queries/audit"
+	"github.com/samsyn/samsyn/queries/secagg"
 	"github.com/samsyn/samsyn/queries/wire"
 )
 
@@ -88,6 +90,10 @@ func Serve(ctx context.Context, o Options) error {
 		return err
 	}
 	defer x.Close()
+	agg, err := aggregation(cfg, o.Secret, x)
+	if err != nil {
+		return err
+	}
 	keys := map[string]ed25519.PublicKey{}
 	for _, k := range o.TicketKeys {
 		keys[wire.KeyID(k)] = k
@@ -102,10 +108,11 @@ func Serve(ctx context.Context, o Options) error {
 			}
 			return nil
 		},
-		Snapshot:   st.Snapshot,
-		LastImport: st.LastImport,
-		Allocator:  o.Allocator,
-		Logger:     logger, Registerer: o.Registerer,
+		Aggregation: agg,
+		Snapshot:    st.Snapshot,
+		LastImport:  st.LastImport,
+		Allocator:   o.Allocator,
+		Logger:      logger, Registerer: o.Registerer,
 	})
 	if err != nil {
 		return err
@@ -167,4 +174,37 @@ func Serve(ctx context.Context, o Options) error {
 		return nil
 	}, func(error) { cancel() })
 	return g.Run()
+}
+
+// aggregation builds the node's part in pooled releases from its config: its key derived
+// from the node secret, the pinned keys of the federation, the cohort policy, and the audit
+// log to replay the cohorts it has joined. Without pinned keys it is nil: the node answers
+// only for itself.
+func aggregation(cfg *config.Config, secret []byte, x *executor.Executor) (*flightsrv.Aggregation, error) {
+	ag := cfg.Aggregation
+	if len(ag.Peers) == 0 {
+		return nil, nil
+	}
+	key, err := secagg.DeriveKey(secret)
+	if err != nil {
+		return nil, err
+	}
+	peers := map[string]*ecdh.PublicKey{}
+	for id, hexKey := range ag.Peers {
+		pub, err := secagg.ParsePublic(hexKey)
+		if err != nil {
+			return nil, fmt.Errorf("%s: aggregation.peers.%s: %w", cfg.Path(), id, err)
+		}
+		peers[id] = pub
+	}
+	if !peers[cfg.Association].Equal(key.PublicKey()) {
+		return nil, fmt.Errorf("%s: aggregation.peers.%s is not this node's key (samsyn node aggregation-key prints it: %s)",
+			cfg.Path(), cfg.Association, secagg.PublicHex(key.PublicKey()))
+	}
+	auditPath := cfg.Abs(cfg.AuditLog)
+	return &flightsrv.Aggregation{
+		Contributor: x, Key: key, Peers: peers, MaxCohorts: ag.MaxCohorts,
+		Allowed: func(cohort []string) error { return ag.CohortAllowed(cfg.Association, cohort) },
+		Seen:    func(fn func(audit.Entry)) error { return audit.ScanFile(auditPath, fn) },
+	}, nil
 }

@@ -124,6 +124,7 @@ func (e *Entry) AggregateSQL() (string, error) {
 				fmt.Sprintf("coalesce(sum(%s), 0) AS %s", mc, quoteIdent(m.Name+disclosure.SuffixSum)),
 				fmt.Sprintf("coalesce(sum(abs(%s)), 0) AS %s", mc, quoteIdent(m.Name+disclosure.SuffixAbs)),
 				fmt.Sprintf("count(%s) AS %s", mc, quoteIdent(m.Name+disclosure.SuffixCount)),
+				fmt.Sprintf("coalesce(sum(%s * %s), 0) AS %s", mc, mc, quoteIdent(m.Name+disclosure.SuffixSq)),
 				fmt.Sprintf("coalesce(max(abs(%s), 2)[1], 0) AS %s", mc, quoteIdent(m.Name+disclosure.SuffixTop1)),
 				fmt.Sprintf("coalesce(max(abs(%s), 2)[2], 0) AS %s", mc, quoteIdent(m.Name+disclosure.SuffixTop2)))
 		}
@@ -179,3 +180,70 @@ func (e *Entry) Spec(association string) disclosure.Spec {
 	}
 	return spec
 }
+
+// Fillers lists the associations of federation that could have participants in cell: a
+// municipality belongs to one association, an association's row to itself, a Stockholm city
+// district to Stockholm; margins and Other restrict nothing.
+func (e *Entry) Fillers(cell map[string]string, federation []string) []string {
+	mun, _ := schemas.V1().CodeList("municipality")
+	lists := make(map[string]string, len(e.Dimensions))
+	for _, d := range e.Dimensions {
+		lists[d.Name] = d.CodeList
+	}
+	out := append([]string(nil), federation...)
+	keep := func(only string) {
+		var next []string
+		for _, a := range out {
+			if a == only {
+				next = append(next, a)
+			}
+		}
+		out = next
+	}
+	for name, v := range cell {
+		if v == disclosure.Total || v == disclosure.Other {
+			continue
+		}
+		switch lists[name] {
+		case "municipality":
+			m, _ := mun.Lookup(v)
+			keep(m.Attrs["association"])
+		case "association":
+			keep(v)
+		case "city_district":
+			keep("stockholm")
+		}
+	}
+	return out
+}
+
+// Coverage is the disclosure.Coverage of a pooled release over federation in which the
+// associations of present took part.
+func (e *Entry) Coverage(federation, present []string) disclosure.Coverage {
+	in := make(map[string]bool, len(present))
+	for _, a := range present {
+		in[a] = true
+	}
+	return func(cell map[string]string) (int, int) {
+		f := e.Fillers(cell, federation)
+		n := 0
+		for _, a := range f {
+			if in[a] {
+				n++
+			}
+		}
+		return len(f), n
+	}
+}
+
+// Exclusive reports the cells only association can fill, of all of federation: a node
+// protects those in its contribution as it would in its own release.
+func (e *Entry) Exclusive(association string, federation []string) func(cell map[string]string) bool {
+	return func(cell map[string]string) bool {
+		f := e.Fillers(cell, federation)
+		return len(f) == 1 && f[0] == association
+	}
+}
+
+// Layout is the frame of the entry's pooled table.
+func (e *Entry) Layout() (*disclosure.Layout, error) { return disclosure.NewLayout(e.Spec("")) }

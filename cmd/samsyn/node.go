@@ -20,6 +20,7 @@ import (
 	"github.com/samsyn/samsyn/node/importer"
 	"github.com/samsyn/samsyn/node/sqlsrv"
 	"github.com/samsyn/samsyn/node/store"
+	"github.com/samsyn/samsyn/queries/secagg"
 	"github.com/samsyn/samsyn/schemas"
 )
 
@@ -28,7 +29,40 @@ func newNodeCmd(g *globals) *cobra.Command {
 		Use:   "node",
 		Short: "Set up and run an association's node",
 	}
-	cmd.AddCommand(newNodeInitCmd(g), newNodeImportCmd(g), newNodeStatusCmd(g), newNodeServeCmd(g), newNodeAuditCmd(g), newNodePreviewCmd(g))
+	cmd.AddCommand(newNodeInitCmd(g), newNodeImportCmd(g), newNodeStatusCmd(g), newNodeServeCmd(g), newNodeAuditCmd(g), newNodePreviewCmd(g), newNodeAggKeyCmd(g))
+	return cmd
+}
+
+func newNodeAggKeyCmd(g *globals) *cobra.Command {
+	var cfgPath string
+	cmd := &cobra.Command{
+		Use:   "aggregation-key --config node.yaml",
+		Short: "Print this node's public aggregation key, for every node's aggregation.peers",
+		Long: "Print the X25519 public key this node uses for secure aggregation. It is derived from the\n" +
+			"node secret, so it changes only with the secret. Every node of the federation pins every\n" +
+			"association's key under aggregation.peers in its node.yaml; the coordinator never carries them.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfgPath == "" {
+				return errors.New("--config is required")
+			}
+			cfg, err := config.Load(cfgPath)
+			if err != nil {
+				return err
+			}
+			secret, err := cfg.ReadSecret()
+			if err != nil {
+				return err
+			}
+			key, err := secagg.DeriveKey(secret)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", cfg.Association, secagg.PublicHex(key.PublicKey()))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&cfgPath, "config", "", "the node's node.yaml")
 	return cmd
 }
 

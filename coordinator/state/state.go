@@ -283,6 +283,30 @@ WHERE dispatches.state <> 'released'`,
 	return tx.Commit()
 }
 
+// PutRound records the outcomes of one round of a pooled query. Unlike PutDispatches it
+// replaces a released dispatch: a masked contribution of an earlier round is never unmasked
+// once a new round has begun, so nothing of it is lost.
+func (s *Store) PutRound(ctx context.Context, id string, ds []Dispatch) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	now := time.Now().UTC()
+	for _, d := range ds {
+		md, err := json.Marshal(d.Metadata)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `INSERT OR REPLACE INTO dispatches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			id, d.QueryIndex, d.Association, d.State, d.Attempts, d.Error, d.Release, string(md), now)
+		if err != nil {
+			return fmt.Errorf("store round: %w", err)
+		}
+	}
+	return tx.Commit()
+}
+
 // Dispatches lists a study's dispatches.
 func (s *Store) Dispatches(ctx context.Context, id string) ([]Dispatch, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT query_index, association, state, attempts, error, release, metadata, updated_at

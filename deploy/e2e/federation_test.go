@@ -29,6 +29,7 @@ import (
 	"github.com/samsyn/samsyn/queries"
 	"github.com/samsyn/samsyn/queries/audit"
 	"github.com/samsyn/samsyn/queries/disclosure"
+	"github.com/samsyn/samsyn/queries/secagg"
 	"github.com/samsyn/samsyn/queries/wire/mtls"
 	"github.com/samsyn/samsyn/schemas"
 )
@@ -88,6 +89,16 @@ func startInProc(t testing.TB, perNode int, onlyAssoc ...string) *inproc {
 	if len(onlyAssoc) > 0 {
 		associations = onlyAssoc
 	}
+	secretOf := func(assoc string) []byte { return []byte("secret-of-" + assoc + "-0123456789") }
+	var peers strings.Builder
+	peers.WriteString("aggregation:\n  min_cohort: 2\n  max_cohorts: 4\n  peers:\n")
+	for _, assoc := range associations {
+		k, err := secagg.DeriveKey(secretOf(assoc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&peers, "    %s: %s\n", assoc, secagg.PublicHex(k.PublicKey()))
+	}
 	var nodes []coordinator.Node
 	for _, assoc := range associations {
 		nodeDir := filepath.Join(f.dir, "nodes", assoc)
@@ -96,8 +107,8 @@ func startInProc(t testing.TB, perNode int, onlyAssoc ...string) *inproc {
 		pub, key, _ := ed25519.GenerateKey(nil)
 		f.assocKeys[assoc] = key
 		cfgPath := filepath.Join(nodeDir, "node.yaml")
-		os.WriteFile(cfgPath, []byte(fmt.Sprintf("association: %s\nlisten: 127.0.0.1:0\ntls: {ca: %s, cert: %s, key: %s}\ncoordinator: {identity: %s, ticket_keys: [x]}\ncatalog: {dir: %s, authority_key: x}\nassociation_key: x\nallowed_queries: [\"*\"]\n",
-			assoc, caFile, nf.Cert, nf.Key, mtls.CoordinatorIdentity("region"), catDir)), 0o644)
+		os.WriteFile(cfgPath, []byte(fmt.Sprintf("association: %s\nlisten: 127.0.0.1:0\ntls: {ca: %s, cert: %s, key: %s}\ncoordinator: {identity: %s, ticket_keys: [x]}\ncatalog: {dir: %s, authority_key: x}\nassociation_key: x\nallowed_queries: [\"*\"]\n%s",
+			assoc, caFile, nf.Cert, nf.Key, mtls.CoordinatorIdentity("region"), catDir, peers.String())), 0o644)
 		cfg, err := config.Load(cfgPath)
 		if err != nil {
 			t.Fatal(err)
@@ -117,7 +128,7 @@ func startInProc(t testing.TB, perNode int, onlyAssoc ...string) *inproc {
 		addr := make(chan string, 1)
 		done := make(chan error, 1)
 		go func() {
-			done <- node.Serve(ctx, node.Options{Config: cfg, Secret: []byte("secret-of-" + assoc + "-0123456789"), TLS: serverTLS,
+			done <- node.Serve(ctx, node.Options{Config: cfg, Secret: secretOf(assoc), TLS: serverTLS,
 				CatalogKey: authPub, TicketKeys: []ed25519.PublicKey{ticketPub}, AssociationKey: pub,
 				Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Listening: func(a string) { addr <- a }})
 		}()
@@ -187,7 +198,49 @@ func allQueries(cat *queries.Catalog) []study.QueryReq {
 	return qs
 }
 
-func TestInProcessFederationReleasesSumsOfProtectedNodeCells(t *testing.T) {
+// groupKeys reads, from a copy of a node's store made by hand-written SQL, the participant
+// keys of each group: the oracle for counts and cell keys, independent of the node's SQL.
+func groupKeys(t *testing.T, f *inproc, assoc, query string) map[string][]string {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(f.dir, "nodes", assoc, "store.duckdb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := filepath.Join(t.TempDir(), "copy.duckdb")
+	if err := os.WriteFile(cp, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(context.Background(), cp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	rows, err := st.DB().Query(query)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string][]string{}
+	for rows.Next() {
+		var g, k string
+		if err := rows.Scan(&g, &k); err != nil {
+			t.Fatal(err)
+		}
+		out[g] = append(out[g], k)
+	}
+	return out
+}
+
+// perturbed is a node's perturbed count of a group, from its secret and the keys.
+func perturbed(assoc string, keys []string) int64 {
+	var ck uint32
+	for _, k := range keys {
+		ck += disclosure.RecordKey([]byte("secret-of-"+assoc+"-0123456789"), k)
+	}
+	return disclosure.Defaults().PTable().Perturb(int64(len(keys)), ck)
+}
+
+func TestInProcessFederationReleasesProtectedSumsOfTheNodesPerturbedCells(t *testing.T) {
 	f := startInProc(t, 400)
 	ctx := context.Background()
 	s, err := f.coord.Submit(ctx, &study.Request{Title: "Alla frågor", Purpose: "e2e", Queries: allQueries(f.coord.Catalog()), OnNodeFailure: study.OnFailureFail}, "evaluator")
@@ -204,51 +257,83 @@ func TestInProcessFederationReleasesSumsOfProtectedNodeCells(t *testing.T) {
 	if err != nil || len(results) != len(s.Queries) {
 		t.Fatalf("%d results for %d queries: %v", len(results), len(s.Queries), err)
 	}
-	dispatches, _ := f.store.Dispatches(ctx, s.ID)
+	// The oracle: per referral party (a margin every association fills) the sum of the
+	// nodes' perturbed counts; per association (a cell only that association fills) its own
+	// perturbed count, suppressed where its true count is small.
+	const period = "BETWEEN DATE '2020-04-01' AND DATE '2022-09-30'"
+	byParty := map[string]int64{}
+	byAssoc := map[string]int64{}
+	for _, assoc := range f.coord.Federation() {
+		for g, keys := range groupKeys(t, f, assoc, `SELECT DISTINCT p.referral_party, p.participant_key FROM participant p
+			JOIN episode e USING (participant_key) WHERE e.exit_date `+period) {
+			byParty[g] += perturbed(assoc, keys)
+		}
+		for _, keys := range groupKeys(t, f, assoc, `SELECT DISTINCT p.association, p.participant_key FROM participant p
+			JOIN episode e USING (participant_key) WHERE e.exit_date `+period) {
+			if v := perturbed(assoc, keys); len(keys) >= 5 && v >= 5 {
+				byAssoc[assoc] = v
+			}
+		}
+	}
+	checked := 0
 	for _, r := range results {
-		merged, err := coordinator.Decode(r.Release)
+		rel, err := coordinator.Decode(r.Release)
 		if err != nil {
 			t.Fatal(err)
 		}
 		e, _ := f.coord.Catalog().Get(r.QueryID)
 		nd := len(e.Dimensions)
-		sums := map[string]int64{}
-		withheld := map[string]bool{}
-		for _, d := range dispatches {
-			if d.QueryIndex != r.QueryIndex {
-				continue
+		n := rel.Column(nd).(*array.Int64)
+		sup := rel.Column(nd + 1).(*array.Boolean)
+		for i := 0; i < int(rel.NumRows()); i++ {
+			k := key(rel, nd, i)
+			if !sup.Value(i) && !n.IsNull(i) && n.Value(i) > 0 && n.Value(i) < 5 {
+				t.Fatalf("%s %s: small released cell %d", r.QueryID, k, n.Value(i))
 			}
-			rec, err := coordinator.Decode(d.Release)
-			if err != nil {
-				t.Fatal(err)
-			}
-			n := rec.Column(nd).(*array.Int64)
-			sup := rec.Column(nd + 1).(*array.Boolean)
-			for i := 0; i < int(rec.NumRows()); i++ {
-				k := key(rec, nd, i)
-				if sup.Value(i) {
-					withheld[k] = true
-				} else {
-					sums[k] += n.Value(i)
-				}
-			}
-			rec.Release()
-		}
-		n := merged.Column(nd).(*array.Int64)
-		sup := merged.Column(nd + 1).(*array.Boolean)
-		for i := 0; i < int(merged.NumRows()); i++ {
-			k := key(merged, nd, i)
+			var want int64 = -1
 			switch {
-			case sup.Value(i):
-			case withheld[k]:
-				t.Fatalf("%s %s: released although a node withheld it", r.QueryID, k)
-			case n.Value(i) != sums[k]:
-				t.Fatalf("%s %s: released %d, nodes' protected cells sum to %d", r.QueryID, k, n.Value(i), sums[k])
-			case n.Value(i) > 0 && n.Value(i) < 5:
-				t.Fatalf("%s %s: small merged cell %d", r.QueryID, k, n.Value(i))
+			case r.QueryID == "outcome_by_referral_party" && strings.HasSuffix(k, "|_total") && !strings.HasPrefix(k, "_"):
+				want = byParty[strings.TrimSuffix(k, "|_total")]
+			case r.QueryID == "exits_by_association" && strings.HasSuffix(k, "|_total") && !strings.HasPrefix(k, "_"):
+				want = byAssoc[strings.TrimSuffix(k, "|_total")]
+			}
+			switch {
+			case want < 0:
+			case want < 5 && !sup.Value(i):
+				t.Fatalf("%s %s: released %d, the oracle says suppressed (%d)", r.QueryID, k, n.Value(i), want)
+			case want >= 5 && (sup.Value(i) || n.Value(i) != want):
+				t.Fatalf("%s %s: released %v, the oracle says %d", r.QueryID, k, n.Value(i), want)
+			default:
+				checked++
 			}
 		}
-		merged.Release()
+		rel.Release()
+	}
+	if checked < 6+8 {
+		t.Fatalf("only %d cells checked against the oracle", checked)
+	}
+	// What the coordinator stored of each node is masked: no slot of a contribution is a
+	// plausible count.
+	dispatches, _ := f.store.Dispatches(ctx, s.ID)
+	for _, d := range dispatches {
+		rec, err := coordinator.Decode(d.Release)
+		if err != nil {
+			t.Fatal(err)
+		}
+		col, ok := rec.Column(0).(*array.Uint64)
+		if !ok {
+			t.Fatalf("dispatch %s/%d stored %s, not a masked vector", d.Association, d.QueryIndex, rec.Schema())
+		}
+		small := 0
+		for _, v := range col.Uint64Values() {
+			if v < 1<<40 {
+				small++
+			}
+		}
+		if small > 2 {
+			t.Fatalf("dispatch %s/%d: %d of %d stored values look unmasked", d.Association, d.QueryIndex, small, col.Len())
+		}
+		rec.Release()
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -55,6 +56,9 @@ type Config struct {
 	AllowedQueries []string `yaml:"allowed_queries"`
 	// Policy makes disclosure control stricter than the federation's defaults (never looser).
 	Policy *disclosure.Policy `yaml:"policy"`
+	// Aggregation pins the federation's aggregation keys and bounds the cohorts this node
+	// contributes to. Without it the node answers only for itself (cohorts of one).
+	Aggregation Aggregation `yaml:"aggregation"`
 
 	dir   string
 	path  string
@@ -95,6 +99,64 @@ func (c *Config) ReadSQLToken() (string, error) {
 		return "", fmt.Errorf("sql token %s: expected at least 16 characters", path)
 	}
 	return tok, nil
+}
+
+// Aggregation configures the node's part in pooled releases (secure aggregation).
+type Aggregation struct {
+	// Peers pins every association's X25519 aggregation public key (hex), this node's own
+	// included: `samsyn node aggregation-key` prints it. The federation is these associations.
+	Peers map[string]string `yaml:"peers"`
+	// MinCohort is the smallest cohort of associations this node contributes to, unless the
+	// cohort is one of Groups. Default 3.
+	MinCohort int `yaml:"min_cohort"`
+	// Groups names further cohorts this node joins whatever their size, e.g. Södertörn.
+	Groups map[string][]string `yaml:"groups"`
+	// MaxCohorts bounds how many distinct cohorts this node contributes to for the same query
+	// and parameters, so that nobody can difference many overlapping cohorts. Default 2.
+	MaxCohorts int `yaml:"max_cohorts"`
+}
+
+// Federation lists the associations with a pinned aggregation key, sorted.
+func (a Aggregation) Federation() []string {
+	out := make([]string, 0, len(a.Peers))
+	for k := range a.Peers {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// ErrCohort refuses a cohort outside the node's policy.
+var ErrCohort = errors.New("cohort outside this node's policy")
+
+// CohortAllowed reports whether this node of association contributes to cohort (sorted).
+func (a Aggregation) CohortAllowed(association string, cohort []string) error {
+	if len(a.Peers) == 0 {
+		return fmt.Errorf("%w: this node has no pinned aggregation keys (aggregation.peers)", ErrCohort)
+	}
+	if !slices.Contains(cohort, association) {
+		return fmt.Errorf("%w: %s is not in it", ErrCohort, association)
+	}
+	for _, c := range cohort {
+		if _, ok := a.Peers[c]; !ok {
+			return fmt.Errorf("%w: %q has no pinned aggregation key", ErrCohort, c)
+		}
+	}
+	for _, g := range a.Groups {
+		if slices.Equal(sortedCopy(g), cohort) {
+			return nil
+		}
+	}
+	if len(cohort) < a.MinCohort {
+		return fmt.Errorf("%w: %d associations, fewer than min_cohort %d and not a named group", ErrCohort, len(cohort), a.MinCohort)
+	}
+	return nil
+}
+
+func sortedCopy(s []string) []string {
+	out := slices.Clone(s)
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // Coordinator identifies the coordinator.
@@ -190,7 +252,8 @@ func Load(path string) (*Config, error) {
 		return nil, err
 	}
 	c := &Config{Store: "store.duckdb", SecretFile: "secret", AuditLog: "audit.log", HealthListen: "127.0.0.1:0",
-		Query: Query{Timeout: 30 * time.Second, MemoryLimit: "512MB", MaxConcurrent: 4, Cache: 256}, dir: filepath.Dir(abs), path: path}
+		Query: Query{Timeout: 30 * time.Second, MemoryLimit: "512MB", MaxConcurrent: 4, Cache: 256},
+		Aggregation: Aggregation{MinCohort: 3, MaxCohorts: 2}, dir: filepath.Dir(abs), path: path}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(raw, &doc); err != nil {
 		return nil, yamlError(path, err)
@@ -265,6 +328,33 @@ func (c *Config) Validate(lines map[string]int) error {
 	if c.Policy != nil {
 		if err := c.Policy.Check(); err != nil {
 			return fail("policy", err.Error())
+		}
+	}
+	ag := c.Aggregation
+	switch {
+	case ag.MinCohort < 2:
+		return fail("aggregation", fmt.Sprintf("min_cohort %d: expected 2 or more", ag.MinCohort))
+	case ag.MaxCohorts < 1 || ag.MaxCohorts > 16:
+		return fail("aggregation", fmt.Sprintf("max_cohorts %d: expected 1 to 16", ag.MaxCohorts))
+	case len(ag.Peers) > 0 && ag.Peers[c.Association] == "":
+		return fail("aggregation", fmt.Sprintf("peers: no key for this node's own association %s", c.Association))
+	}
+	for _, id := range ag.Federation() {
+		if !assoc.Contains(id) {
+			return fail("aggregation", fmt.Sprintf("peers: unknown association %q", id))
+		}
+		if raw, err := hex.DecodeString(ag.Peers[id]); err != nil || len(raw) != 32 {
+			return fail("aggregation", fmt.Sprintf("peers: %s: expected 64 hex characters (an X25519 public key)", id))
+		}
+	}
+	for name, g := range ag.Groups {
+		if len(sortedCopy(g)) < 2 || !slices.Contains(g, c.Association) {
+			return fail("aggregation", fmt.Sprintf("groups: %s: expected at least two associations, this node's among them", name))
+		}
+		for _, id := range g {
+			if _, ok := ag.Peers[id]; !ok {
+				return fail("aggregation", fmt.Sprintf("groups: %s: %q has no pinned key in peers", name, id))
+			}
 		}
 	}
 	return nil

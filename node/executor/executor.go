@@ -247,6 +247,7 @@ func (x *Executor) toArrow(rows *sql.Rows, e *queries.Entry) (arrow.Record, erro
 			arrow.Field{Name: m.Name + disclosure.SuffixSum, Type: arrow.PrimitiveTypes.Float64},
 			arrow.Field{Name: m.Name + disclosure.SuffixAbs, Type: arrow.PrimitiveTypes.Float64},
 			arrow.Field{Name: m.Name + disclosure.SuffixCount, Type: arrow.PrimitiveTypes.Int64},
+			arrow.Field{Name: m.Name + disclosure.SuffixSq, Type: arrow.PrimitiveTypes.Float64},
 			arrow.Field{Name: m.Name + disclosure.SuffixTop1, Type: arrow.PrimitiveTypes.Float64},
 			arrow.Field{Name: m.Name + disclosure.SuffixTop2, Type: arrow.PrimitiveTypes.Float64})
 	}
@@ -295,4 +296,38 @@ func (x *Executor) toArrow(rows *sql.Rows, e *queries.Entry) (arrow.Record, erro
 		return nil, err
 	}
 	return b.NewRecord(), nil
+}
+
+// Contribution is a node's unmasked part of a pooled release: it never leaves the node
+// before it is masked.
+type Contribution struct {
+	Vector   []uint64
+	Layout   string // the layout hash
+	Report   disclosure.Report
+	Snapshot string
+	Elapsed  time.Duration
+}
+
+// Contribute runs e with bound parameters and returns the node's perturbed, unsuppressed
+// cells in the entry's pooled layout. federation lists every association, so the node can
+// tell the cells only it can fill (protected as in its own release).
+func (x *Executor) Contribute(ctx context.Context, e *queries.Entry, b queries.Bound, federation []string) (*Contribution, error) {
+	start := time.Now()
+	layout, err := e.Layout()
+	if err != nil {
+		return nil, err
+	}
+	agg, snap, err := x.aggregate(ctx, e, b)
+	if err != nil {
+		x.seconds.WithLabelValues("error").Observe(time.Since(start).Seconds())
+		return nil, err
+	}
+	defer agg.Release()
+	vec, rep, err := disclosure.Contribute(agg, layout, x.opts.Policy, e.Exclusive(x.opts.Association, federation))
+	if err != nil {
+		x.seconds.WithLabelValues("error").Observe(time.Since(start).Seconds())
+		return nil, err
+	}
+	x.seconds.WithLabelValues("contributed").Observe(time.Since(start).Seconds())
+	return &Contribution{Vector: vec, Layout: layout.Hash(), Report: rep, Snapshot: snap, Elapsed: time.Since(start)}, nil
 }

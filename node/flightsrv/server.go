@@ -63,9 +63,12 @@ type Options struct {
 	Snapshot func(ctx context.Context) (string, error)
 	// LastImport reports when the store was last imported into, for the health action.
 	LastImport func(ctx context.Context) (time.Time, error)
-	Allocator  memory.Allocator
-	Logger     *slog.Logger
-	Registerer prometheus.Registerer
+	// Aggregation lets the node contribute to pooled releases; nil answers only tickets
+	// for the node's own table.
+	Aggregation *Aggregation
+	Allocator   memory.Allocator
+	Logger      *slog.Logger
+	Registerer  prometheus.Registerer
 }
 
 // Server implements flight.FlightServer for DoGet.
@@ -76,6 +79,7 @@ type Server struct {
 	requests   *prometheus.CounterVec
 	cells      *prometheus.CounterVec
 	catalogSum string
+	ledger     cohortLedger
 }
 
 // New returns the service.
@@ -108,7 +112,20 @@ func New(opts Options) (*Server, error) {
 		}
 		return allowed(id)
 	}
-	s := &Server{opts: opts, logger: opts.Logger.With("component", "flight")}
+	s := &Server{opts: opts, logger: opts.Logger.With("component", "flight"), ledger: cohortLedger{seen: map[string]map[string]bool{}}}
+	if ag := opts.Aggregation; ag != nil {
+		if ag.Contributor == nil || ag.Key == nil || ag.Allowed == nil || ag.MaxCohorts < 1 {
+			return nil, errors.New("flight service: aggregation needs a contributor, a key, a cohort policy and max cohorts")
+		}
+		if pub, ok := ag.Peers[opts.Association]; !ok || !pub.Equal(ag.Key.PublicKey()) {
+			return nil, fmt.Errorf("flight service: the pinned aggregation key of %s is not this node's (aggregation.peers)", opts.Association)
+		}
+		if ag.Seen != nil {
+			if err := ag.Seen(s.ledger.remember); err != nil {
+				return nil, err
+			}
+		}
+	}
 	f := promauto.With(opts.Registerer)
 	s.requests = f.NewCounterVec(prometheus.CounterOpts{
 		Name: "samsyn_node_flight_requests_total", Help: "DoGet requests by result (released, refused, error) and reason.",
@@ -193,6 +210,9 @@ func (s *Server) DoGet(tkt *flight.Ticket, stream flight.FlightService_DoGetServ
 	if err != nil {
 		return s.refuse(ctx, actor, t, codes.InvalidArgument, "bad_params", err)
 	}
+	if t.Pooled() {
+		return s.contribute(ctx, actor, t, e, bound, stream)
+	}
 	res, err := s.opts.Runner.Run(ctx, e, bound)
 	switch {
 	case errors.Is(err, disclosure.ErrTooSparse):
@@ -221,7 +241,7 @@ func (s *Server) DoGet(tkt *flight.Ticket, stream flight.FlightService_DoGetServ
 	rec := withProvenance(res.Table, map[string]string{
 		wire.MetaNode: s.opts.NodeID, wire.MetaAssociation: s.opts.Association, wire.MetaStudy: t.StudyID,
 		wire.MetaQueryID: t.QueryID, wire.MetaQueryHash: t.QueryHash, wire.MetaSnapshot: res.Snapshot,
-		wire.MetaSchemaVersion: strconv.Itoa(schemas.Version), "samsyn.audit_seq": strconv.FormatInt(entry.Seq, 10),
+		wire.MetaSchemaVersion: strconv.Itoa(schemas.Version), wire.MetaAuditSeq: strconv.FormatInt(entry.Seq, 10), wire.MetaKind: wire.KindTable,
 	})
 	defer rec.Release()
 	w := flight.NewRecordWriter(stream, ipc.WithSchema(rec.Schema()), ipc.WithAllocator(s.opts.Allocator))

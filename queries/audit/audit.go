@@ -139,7 +139,7 @@ func Open(path string) (*Writer, error) {
 			return nil, errors.Join(fmt.Errorf("open audit log %s: %w", path, err), f.Close())
 		}
 	}
-	_, seq, hash, err := verify(f)
+	_, seq, hash, err := verify(f, nil)
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("open audit log %s: refusing to append to a broken chain: %w", path, err), f.Close())
 	}
@@ -264,12 +264,34 @@ func VerifyFile(path string) (n int64, err error) {
 // seq that does not follow the previous one, a prev that is not the previous line's hash, or
 // a last line without its newline. Other errors are read errors.
 func Verify(r io.Reader) (n int64, err error) {
-	n, _, _, err = verify(r)
+	n, _, _, err = verify(r, nil)
 	return n, err
 }
 
-// verify returns the entry count and the last seq and hash.
-func verify(r io.Reader) (n, lastSeq int64, lastHash string, err error) {
+// ScanFile verifies the log at path as VerifyFile does and hands each sound entry to fn, in
+// order; a node rebuilds what it must remember across restarts from its own log this way.
+// A missing file is an empty log.
+func ScanFile(path string, fn func(Entry)) (err error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("scan audit log: %w", err)
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("scan audit log: %w", cerr)
+		}
+	}()
+	if _, _, _, err = verify(f, fn); err != nil {
+		return fmt.Errorf("scan audit log %s: %w", path, err)
+	}
+	return nil
+}
+
+// verify returns the entry count and the last seq and hash, handing each entry to fn.
+func verify(r io.Reader, fn func(Entry)) (n, lastSeq int64, lastHash string, err error) {
 	lr := lineReader{r: bufio.NewReaderSize(r, 64<<10)}
 	lastHash = Genesis
 	for {
@@ -304,6 +326,9 @@ func verify(r io.Reader) (n, lastSeq int64, lastHash string, err error) {
 			return n, lastSeq, lastHash, &ChainError{Line: lineNo, Seq: e.Seq, Problem: problem}
 		}
 		n, lastSeq, lastHash = lineNo, e.Seq, e.Hash
+		if fn != nil {
+			fn(e)
+		}
 	}
 }
 

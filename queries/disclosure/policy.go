@@ -121,6 +121,17 @@ func (p Policy) Params() string {
 	return string(b)
 }
 
+// PooledParams describes the parameters of a pooled release: the same rules, applied once
+// to the sum of the nodes' perturbed cells.
+func (p Policy) PooledParams() string {
+	var m map[string]any
+	_ = json.Unmarshal([]byte(p.Params()), &m)
+	m["applied"] = "pooled"
+	m["dominance_bound"] = "sqrt(2*sum_sq)"
+	b, _ := json.Marshal(m)
+	return string(b)
+}
+
 // UnmarshalYAML starts from Defaults, so a file names only what it makes stricter, and
 // refuses unknown fields.
 func (p *Policy) UnmarshalYAML(n *yaml.Node) error {

@@ -35,6 +35,7 @@ const (
 	SuffixAbs     = "__abs"
 	SuffixTop1    = "__top1"
 	SuffixTop2    = "__top2"
+	SuffixSq      = "__sq" // sum of squared contributions: bounds the two largest in a pooled cell
 )
 
 // MaxCells bounds the frame of a protected table.
@@ -89,6 +90,7 @@ type Report struct {
 	SuppressedNonEmpty int `json:"suppressed_non_empty"`
 	StructuralZeros    int `json:"structural_zeros"`
 	MeasuresSuppressed int `json:"measures_suppressed"`
+	Missing            int `json:"missing,omitempty"` // pooled cells only missing associations could fill
 }
 
 // ErrTooSparse refuses a table in which too many non-empty cells would be suppressed.
@@ -104,6 +106,7 @@ type cell struct {
 
 type measureIn struct {
 	sum, abs, top1, top2 float64
+	sq                   float64 // NaN when the aggregate has no sum of squares
 	count                int64
 }
 
@@ -250,7 +253,7 @@ func readCells(in arrow.Record, spec Spec) ([]cell, error) {
 	if err != nil {
 		return nil, err
 	}
-	type mcols struct{ sum, abs, top1, top2, count arrow.Array }
+	type mcols struct{ sum, abs, top1, top2, count, sq arrow.Array }
 	ms := make([]mcols, len(spec.Measures))
 	for i, m := range spec.Measures {
 		if m.Agg != "mean" && m.Agg != "sum" {
@@ -264,6 +267,7 @@ func readCells(in arrow.Record, spec Spec) ([]cell, error) {
 				return nil, err
 			}
 		}
+		ms[i].sq, _ = col(m.Name + SuffixSq) // optional: only pooled contributions need it
 	}
 	out := make([]cell, in.NumRows())
 	for r := range out {
@@ -287,6 +291,10 @@ func readCells(in arrow.Record, spec Spec) ([]cell, error) {
 			mi := &c.measures[i]
 			mi.sum, mi.abs, mi.top1, mi.top2 = floatAt(m.sum, r), floatAt(m.abs, r), floatAt(m.top1, r), floatAt(m.top2, r)
 			mi.count, _ = intAt(m.count, r)
+			mi.sq = math.NaN()
+			if m.sq != nil {
+				mi.sq = floatAt(m.sq, r)
+			}
 		}
 		out[r] = c
 	}

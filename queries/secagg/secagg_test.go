@@ -8,7 +8,6 @@ import (
 	"math"
 	"slices"
 	"testing"
-
 )
 
 type member struct {

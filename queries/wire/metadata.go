@@ -11,6 +11,27 @@ const (
 	MetaSnapshot      = "samsyn.snapshot"       // the id of the data snapshot (import) queried
 	MetaDisclosure    = "samsyn.disclosure"     // JSON of the disclosure parameters applied
 	MetaSchemaVersion = "samsyn.schema_version" // the canonical schema version of the node's data
+	MetaAuditSeq      = "samsyn.audit_seq"      // the node's audit entry for this answer
+	MetaKind          = "samsyn.kind"           // KindTable or KindContribution
+	MetaCohort        = "samsyn.cohort"         // a contribution's cohort, comma-separated, sorted
+	MetaRound         = "samsyn.round"          // a contribution's round
+	MetaLayout        = "samsyn.layout"         // a contribution's layout hash (disclosure.Layout.Hash)
+)
+
+// Kinds of a node's answer.
+const (
+	KindTable        = "table"        // the node's own protected table (a cohort of one)
+	KindContribution = "contribution" // a masked contribution to a pooled release
+)
+
+// ColMasked is the one column of a contribution: the masked vector, uint64 modulo 2^64.
+const ColMasked = "masked"
+
+// Schema metadata of a released (pooled or merged) table as the coordinator stores it.
+const (
+	MetaAssociations = "samsyn.associations"         // associations in the result, comma-separated
+	MetaMissing      = "samsyn.missing_associations" // approving associations missing from it
+	MetaPooled       = "samsyn.pooled"               // "true" when protected once after pooling
 )
 
 // gRPC metadata (header and trailer) names. gRPC requires them in lower case.

@@ -148,7 +148,13 @@ type Ticket struct {
 	CatalogSignature []byte            `json:"catalog_sig"` // the catalog authority's signature over CatalogMessage
 	Association      string            `json:"association"`
 	Approval         []byte            `json:"approval"` // the association's signature over ApprovalMessage
-	Nonce            []byte            `json:"nonce"`    // NonceSize random bytes
+	// Cohort is, for a pooled release, the sorted associations whose contributions are
+	// summed, this one included; Round numbers the attempt (a cohort that loses a node is
+	// asked again as a smaller cohort in a new round). Both are empty for a node's own
+	// protected table.
+	Cohort []string `json:"cohort,omitempty"`
+	Round  int      `json:"round,omitempty"`
+	Nonce  []byte   `json:"nonce"` // NonceSize random bytes
 	NotBefore        time.Time         `json:"nbf"`
 	Expires          time.Time         `json:"exp"` // at most MaxLifetime after NotBefore
 
@@ -243,8 +249,29 @@ func (t *Ticket) validate() error {
 			return fmt.Errorf("%w: empty parameter name", ErrMalformed)
 		}
 	}
+	if len(t.Cohort) > 0 || t.Round != 0 {
+		mine := false
+		for i, a := range t.Cohort {
+			if i > 0 && a <= t.Cohort[i-1] {
+				return fmt.Errorf("%w: cohort is not sorted and distinct", ErrMalformed)
+			}
+			mine = mine || a == t.Association
+		}
+		switch {
+		case len(t.Cohort) < 2:
+			return fmt.Errorf("%w: a cohort has at least two associations", ErrMalformed)
+		case !mine:
+			return fmt.Errorf("%w: the cohort does not include the ticket's association", ErrMalformed)
+		case t.Round < 1:
+			return fmt.Errorf("%w: round %d: expected 1 or more", ErrMalformed, t.Round)
+		}
+	}
 	return nil
 }
+
+// Pooled reports whether the ticket asks for a contribution to a pooled release rather
+// than the node's own protected table.
+func (t *Ticket) Pooled() bool { return len(t.Cohort) > 1 }
 
 func (t *Ticket) checkLifetime() error {
 	life := t.Expires.Sub(t.NotBefore)

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +25,7 @@ import (
 	"github.com/samsyn/samsyn/node/importer"
 	"github.com/samsyn/samsyn/node/store"
 	"github.com/samsyn/samsyn/queries"
+	"github.com/samsyn/samsyn/queries/secagg"
 	"github.com/samsyn/samsyn/queries/wire/mtls"
 	"github.com/samsyn/samsyn/schemas"
 	"github.com/samsyn/samsyn/schemas/synth"
@@ -198,8 +200,34 @@ func setupNode(ctx context.Context, o Options, n federation.Node) error {
 	return nil
 }
 
+// aggregationKeys derives every demo node's public aggregation key from its secret, for the
+// peers every node pins (in a real federation each operator runs samsyn node aggregation-key
+// and the keys are exchanged with the federation's configuration).
+func aggregationKeys(o Options, f *federation.Federation) (map[string]string, error) {
+	out := map[string]string{}
+	for _, n := range f.Nodes {
+		secret, err := config.ReadSecret(filepath.Join(o.Dir, "nodes", n.Association, "secret"))
+		if err != nil {
+			return nil, err
+		}
+		k, err := secagg.DeriveKey(secret)
+		if err != nil {
+			return nil, err
+		}
+		out[n.Association] = secagg.PublicHex(k.PublicKey())
+	}
+	return out, nil
+}
+
 // nodeConfig is the node.yaml the demo writes (paths relative to the node's folder).
-func nodeConfig(o Options, f *federation.Federation, n federation.Node) string {
+func nodeConfig(o Options, f *federation.Federation, n federation.Node, peers map[string]string) string {
+	var agg strings.Builder
+	agg.WriteString("# Secure aggregation: every association's public key, pinned. Pooled releases sum these\n")
+	agg.WriteString("# nodes' masked cells; this node joins cohorts of at least min_cohort associations.\n")
+	agg.WriteString("aggregation:\n  min_cohort: 3\n  max_cohorts: 2\n  peers:\n")
+	for _, m := range f.Nodes {
+		fmt.Fprintf(&agg, "    %s: %s\n", m.Association, peers[m.Association])
+	}
 	return fmt.Sprintf(`# Demo node for %[1]s (synthetic data). Paths are relative to this file.
 association: %[1]s
 store: store.duckdb
@@ -217,13 +245,17 @@ association_key: ../../keys/%[1]s.pub
 query: {timeout: 30s, memory_limit: 256MB, max_concurrent: 4}
 # Deny by default: the node answers only the queries listed here ("*": every signed entry).
 allowed_queries: ["*"]
-`, n.Association, n.Flight, n.Health, mtls.CoordinatorIdentity(f.Coordinator.ID), n.SQL)
+`, n.Association, n.Flight, n.Health, mtls.CoordinatorIdentity(f.Coordinator.ID), n.SQL) + agg.String()
 }
 
 // rewriteAddresses writes the node and coordinator configs for this run's addresses.
 func rewriteAddresses(o Options, f *federation.Federation) error {
+	peers, err := aggregationKeys(o, f)
+	if err != nil {
+		return err
+	}
 	for _, n := range f.Nodes {
-		if err := os.WriteFile(filepath.Join(o.Dir, "nodes", n.Association, config.FileName), []byte(nodeConfig(o, f, n)), 0o640); err != nil {
+		if err := os.WriteFile(filepath.Join(o.Dir, "nodes", n.Association, config.FileName), []byte(nodeConfig(o, f, n, peers)), 0o640); err != nil {
 			return err
 		}
 	}

@@ -1,0 +1,244 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/apache/arrow/go/v17/arrow/array"
+
+	"github.com/samsyn/samsyn/coordinator/fanout"
+	"github.com/samsyn/samsyn/coordinator/state"
+	"github.com/samsyn/samsyn/coordinator/study"
+	"github.com/samsyn/samsyn/queries"
+	"github.com/samsyn/samsyn/queries/disclosure"
+	"github.com/samsyn/samsyn/queries/secagg"
+	"github.com/samsyn/samsyn/queries/wire"
+)
+
+// A pooled query is answered in rounds. Round 1 asks every approving association for its
+// masked contribution; if some do not answer, the round cannot be unmasked, and round 2
+// asks the rest again as a smaller cohort with fresh masks. Each node's answer is stored as
+// its round's outcome, so a restarted coordinator asks only the nodes of the current round
+// that have not answered it.
+
+// roundOf reads the cohort and round a stored dispatch belongs to.
+func roundOf(d state.Dispatch) (cohort []string, round int) {
+	round, _ = strconv.Atoi(d.Metadata[wire.MetaRound])
+	if c := d.Metadata[wire.MetaCohort]; c != "" {
+		cohort = strings.Split(c, ",")
+	}
+	return cohort, round
+}
+
+// currentRound finds the latest round of query qi in the stored dispatches: its cohort,
+// its number and which members have answered it. With nothing stored, it is round 1 of the
+// approving associations.
+func currentRound(stored []state.Dispatch, qi int, approving []string) (cohort []string, round int, answered map[string]bool) {
+	answered = map[string]bool{}
+	for _, d := range stored {
+		if d.QueryIndex != qi {
+			continue
+		}
+		c, r := roundOf(d)
+		if r > round && len(c) > 0 {
+			cohort, round = c, r
+		}
+	}
+	if round == 0 {
+		cohort = slices.Sorted(slices.Values(approving))
+		return cohort, 1, answered
+	}
+	for _, d := range stored {
+		c, r := roundOf(d)
+		if d.QueryIndex == qi && d.State == state.DispatchReleased && r == round && slices.Equal(c, cohort) {
+			answered[d.Association] = true
+		}
+	}
+	return cohort, round, answered
+}
+
+// dispatchPooled runs the rounds of query qi until a whole cohort has answered, and returns
+// the associations of the approving set that are not in that cohort.
+func (c *Coordinator) dispatchPooled(ctx context.Context, s *study.Study, qi int, approved map[string]study.Approval, approving []string, stored []state.Dispatch) ([]string, error) {
+	q := s.Queries[qi]
+	e, ok := c.o.Catalog.Get(q.ID)
+	if !ok {
+		return nil, fmt.Errorf("query %s left the catalog", q.ID)
+	}
+	layout, err := e.Layout()
+	if err != nil {
+		return nil, err
+	}
+	cohort, round, answered := currentRound(stored, qi, approving)
+	for attempt := 0; attempt < len(approving); attempt++ {
+		var targets []fanout.Target
+		for _, assoc := range cohort {
+			if answered[assoc] {
+				continue
+			}
+			n, ok := c.nodes[assoc]
+			if !ok {
+				continue
+			}
+			c.setProgress(s.ID, assoc, NodeProgress{State: "waiting"})
+			targets = append(targets, fanout.Target{Association: assoc, Node: n.Client,
+				Ticket: c.ticketFunc(s, qi, assoc, approved[assoc], cohort, round)})
+		}
+		failed := map[string]string{}
+		for _, assoc := range cohort {
+			if _, ok := c.nodes[assoc]; !ok {
+				failed[assoc] = "no node"
+			}
+		}
+		if len(targets) > 0 {
+			opts := c.fanOutOptions(s)
+			start := time.Now()
+			outcomes := fanout.Run(ctx, targets, opts)
+			c.fanSeconds.Observe(time.Since(start).Seconds())
+			md := map[string]string{wire.MetaCohort: strings.Join(cohort, ","), wire.MetaRound: strconv.Itoa(round)}
+			batch := make([]state.Dispatch, 0, len(outcomes))
+			for _, out := range outcomes {
+				d := state.Dispatch{QueryIndex: qi, Association: out.Association, Attempts: out.Attempts, Metadata: md}
+				if out.Err == nil {
+					raw, perr := c.checkContribution(out.Release.Metadata, out.Release.Table, s.ID, q, out.Association, cohort, round, layout)
+					out.Release.Table.Release()
+					if perr != nil {
+						out.Err = perr
+					} else {
+						d.State, d.Release, d.Metadata = state.DispatchReleased, raw, out.Release.Metadata
+						answered[out.Association] = true
+						c.nodeSecs.WithLabelValues(out.Association).Observe(out.Elapsed.Seconds())
+					}
+				}
+				if out.Err != nil {
+					c.nodeErrors.WithLabelValues(out.Association).Inc()
+					d.State, d.Error = state.DispatchFailed, out.Err.Error()
+					failed[out.Association] = out.Err.Error()
+				}
+				batch = append(batch, d)
+			}
+			if err := c.o.Store.PutRound(ctx, s.ID, batch); err != nil {
+				return nil, err
+			}
+		}
+		if len(failed) == 0 {
+			break
+		}
+		if s.OnNodeFailure == study.OnFailureFail {
+			return missingOf(approving, nil), nil
+		}
+		var next []string
+		for _, a := range cohort {
+			if _, bad := failed[a]; !bad {
+				next = append(next, a)
+			}
+		}
+		c.logger.Info("pooled round incomplete; asking the rest as a new round", "study", s.ID, "query", q.ID,
+			"round", round, "cohort_size", len(cohort), "failed", len(failed))
+		if len(next) < 2 {
+			return missingOf(approving, nil), nil
+		}
+		cohort, round, answered = next, round+1, map[string]bool{}
+	}
+	return missingOf(approving, cohort), nil
+}
+
+// missingOf lists the approving associations outside cohort.
+func missingOf(approving, cohort []string) []string {
+	var out []string
+	for _, a := range approving {
+		if !slices.Contains(cohort, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// checkContribution checks a node's answer to a pooled ticket and encodes it for the store.
+func (c *Coordinator) checkContribution(md map[string]string, rec arrow.Record, studyID string, q study.Query, assoc string, cohort []string, round int, layout *disclosure.Layout) ([]byte, error) {
+	if err := checkProvenance(md, studyID, q, assoc); err != nil {
+		return nil, err
+	}
+	switch {
+	case md[wire.MetaKind] != wire.KindContribution:
+		return nil, fmt.Errorf("node %s answered a pooled ticket with %q, not a contribution", assoc, md[wire.MetaKind])
+	case md[wire.MetaCohort] != strings.Join(cohort, ",") || md[wire.MetaRound] != strconv.Itoa(round):
+		return nil, fmt.Errorf("node %s answered for another cohort or round", assoc)
+	case md[wire.MetaLayout] != layout.Hash():
+		return nil, fmt.Errorf("node %s contributed in layout %s, the coordinator's is %s (catalog versions differ)", assoc, md[wire.MetaLayout], layout.Hash())
+	case rec.NumCols() != 1 || rec.ColumnName(0) != wire.ColMasked || int(rec.NumRows()) != layout.Len():
+		return nil, fmt.Errorf("node %s sent a contribution of the wrong shape", assoc)
+	}
+	if _, ok := rec.Column(0).(*array.Uint64); !ok {
+		return nil, fmt.Errorf("node %s sent a contribution that is not uint64", assoc)
+	}
+	return encode(rec)
+}
+
+// pooledResult sums the contributions of the latest complete round of query qi and protects
+// the pooled cells once. It returns nil when no round is complete.
+func (c *Coordinator) pooledResult(e *queries.Entry, dispatches []state.Dispatch, qi int) (arrow.Record, disclosure.Report, []string, map[string]string, error) {
+	var rep disclosure.Report
+	type group struct {
+		cohort []string
+		vecs   map[string][]byte
+		snaps  map[string]string
+	}
+	groups := map[string]*group{}
+	best, bestRound := "", 0
+	for _, d := range dispatches {
+		if d.QueryIndex != qi || d.State != state.DispatchReleased {
+			continue
+		}
+		cohort, round := roundOf(d)
+		key := strconv.Itoa(round) + "|" + strings.Join(cohort, ",")
+		g := groups[key]
+		if g == nil {
+			g = &group{cohort: cohort, vecs: map[string][]byte{}, snaps: map[string]string{}}
+			groups[key] = g
+		}
+		g.vecs[d.Association] = d.Release
+		g.snaps[d.Association] = d.Metadata[wire.MetaSnapshot]
+		if len(g.vecs) == len(g.cohort) && round > bestRound {
+			best, bestRound = key, round
+		}
+	}
+	if best == "" {
+		return nil, rep, nil, nil, nil
+	}
+	g := groups[best]
+	layout, err := e.Layout()
+	if err != nil {
+		return nil, rep, nil, nil, err
+	}
+	vecs := make([][]uint64, 0, len(g.cohort))
+	for _, a := range g.cohort {
+		rec, err := decode(g.vecs[a], c.o.Allocator)
+		if err != nil {
+			return nil, rep, nil, nil, err
+		}
+		col, ok := rec.Column(0).(*array.Uint64)
+		if !ok || col.Len() != layout.Len() {
+			rec.Release()
+			return nil, rep, nil, nil, fmt.Errorf("%w: a stored contribution of %s has the wrong shape", errCheck, a)
+		}
+		vecs = append(vecs, slices.Clone(col.Uint64Values()))
+		rec.Release()
+	}
+	pooled, err := secagg.Sum(vecs...)
+	if err != nil {
+		return nil, rep, nil, nil, err
+	}
+	out, rep, err := disclosure.ProtectPooled(c.o.Allocator, layout, pooled, c.o.Policy, e.Coverage(c.Federation(), g.cohort))
+	clear(pooled)
+	if errors.Is(err, disclosure.ErrNoise) {
+		return nil, rep, nil, nil, fmt.Errorf("%w: %v", errCheck, err)
+	}
+	return out, rep, g.cohort, g.snaps, err
+}

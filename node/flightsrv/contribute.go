@@ -1,0 +1,150 @@
+package flightsrv
+
+import (
+	"context"
+	"crypto/ecdh"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/apache/arrow/go/v17/arrow/flight"
+	"github.com/apache/arrow/go/v17/arrow/ipc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/samsyn/samsyn/node/executor"
+	"github.com/samsyn/samsyn/queries"
+	"github.com/samsyn/samsyn/queries/audit"
+	"github.com/samsyn/samsyn/queries/secagg"
+	"github.com/samsyn/samsyn/queries/wire"
+	"github.com/samsyn/samsyn/schemas"
+)
+
+// Contributor computes the node's unmasked contribution to a pooled release.
+type Contributor interface {
+	Contribute(ctx context.Context, e *queries.Entry, b queries.Bound, federation []string) (*executor.Contribution, error)
+}
+
+var _ Contributor = (*executor.Executor)(nil)
+
+// Aggregation is what the node needs to contribute to pooled releases.
+type Aggregation struct {
+	Contributor Contributor
+	Key         *ecdh.PrivateKey                 // this node's aggregation key
+	Peers       map[string]*ecdh.PublicKey       // pinned keys of every association, this one's included
+	Allowed     func(cohort []string) error      // the node's cohort policy
+	MaxCohorts  int                              // distinct cohorts per query and parameters
+	Seen        func(fn func(audit.Entry)) error // replays the audit log, to remember cohorts across restarts
+}
+
+// ActionContribute is the audit action of a masked contribution.
+const ActionContribute = "contribute"
+
+// cohortLedger remembers which cohorts the node has contributed to for each query hash and
+// parameters: the audit log is its durable form, replayed at start.
+type cohortLedger struct {
+	mu   sync.Mutex
+	seen map[string]map[string]bool
+}
+
+func ledgerKey(queryHash, params string) string { return queryHash + "\x00" + params }
+
+func (l *cohortLedger) add(queryHash, params, cohort string) {
+	k := ledgerKey(queryHash, params)
+	if l.seen[k] == nil {
+		l.seen[k] = map[string]bool{}
+	}
+	l.seen[k][cohort] = true
+}
+
+func (l *cohortLedger) remember(e audit.Entry) {
+	if e.Action == ActionContribute {
+		l.add(e.Fields["query_hash"], e.Fields["params"], e.Fields["cohort"])
+	}
+}
+
+// errCohortLimit refuses one cohort too many for the same query and parameters.
+var errCohortLimit = errors.New("this node has contributed to its limit of distinct cohorts for this query and parameters")
+
+// contribute answers a pooled ticket: cohort policy, the node's perturbed cells, masked,
+// audited, streamed. The ledger lock is held from the cohort check to the audit entry, so
+// two concurrent tickets cannot both pass a limit that admits only one of them.
+func (s *Server) contribute(ctx context.Context, actor string, t *wire.Ticket, e *queries.Entry, bound queries.Bound, stream flight.FlightService_DoGetServer) error {
+	ag := s.opts.Aggregation
+	if ag == nil {
+		return s.refuse(ctx, actor, t, codes.PermissionDenied, "cohort", errors.New("this node is not configured for pooled releases"))
+	}
+	if err := ag.Allowed(t.Cohort); err != nil {
+		return s.refuse(ctx, actor, t, codes.PermissionDenied, "cohort", err)
+	}
+	cohort := strings.Join(t.Cohort, ",")
+	params := paramsText(t.Params)
+	s.ledger.mu.Lock()
+	defer s.ledger.mu.Unlock()
+	known := s.ledger.seen[ledgerKey(t.QueryHash, params)]
+	if !known[cohort] && len(known) >= ag.MaxCohorts {
+		return s.refuse(ctx, actor, t, codes.PermissionDenied, "cohort_limit", fmt.Errorf("%w (%d)", errCohortLimit, ag.MaxCohorts))
+	}
+	federation := make([]string, 0, len(ag.Peers))
+	for a := range ag.Peers {
+		federation = append(federation, a)
+	}
+	res, err := ag.Contributor.Contribute(ctx, e, bound, federation)
+	switch {
+	case errors.Is(err, executor.ErrTimeout):
+		return s.refuse(ctx, actor, t, codes.DeadlineExceeded, "timeout", nil)
+	case err != nil:
+		s.requests.WithLabelValues("error", "").Inc()
+		s.logger.Error("contribution failed", "query", t.QueryID, "err", redact(err))
+		return s.refuse(ctx, actor, t, codes.Internal, "error", nil)
+	}
+	r := secagg.Round{Study: t.StudyID, QueryID: t.QueryID, QueryHash: t.QueryHash, Params: params,
+		Cohort: t.Cohort, Round: t.Round, Length: len(res.Vector)}
+	masked, err := secagg.Mask(s.opts.Association, ag.Key, ag.Peers, r, res.Vector)
+	clear(res.Vector)
+	if err != nil {
+		return s.refuse(ctx, actor, t, codes.PermissionDenied, "cohort", err)
+	}
+	rep, _ := json.Marshal(res.Report)
+	entry, err := s.opts.Audit.Append(ctx, audit.Entry{Actor: actor, Action: ActionContribute, Fields: map[string]string{
+		"study": t.StudyID, "query": t.QueryID, "query_hash": t.QueryHash, "params": params,
+		"nonce": hex.EncodeToString(t.Nonce), "snapshot": res.Snapshot, "cohort": cohort, "round": strconv.Itoa(t.Round),
+		"layout": res.Layout, "report": string(rep),
+	}})
+	if err != nil {
+		s.logger.Error("audit append failed", "err", err)
+		return status.Error(codes.Internal, "audit log unavailable: refusing to answer")
+	}
+	s.ledger.add(t.QueryHash, params, cohort)
+
+	md := arrow.NewMetadata(
+		[]string{wire.MetaNode, wire.MetaAssociation, wire.MetaStudy, wire.MetaQueryID, wire.MetaQueryHash, wire.MetaSnapshot,
+			wire.MetaSchemaVersion, wire.MetaAuditSeq, wire.MetaKind, wire.MetaCohort, wire.MetaRound, wire.MetaLayout},
+		[]string{s.opts.NodeID, s.opts.Association, t.StudyID, t.QueryID, t.QueryHash, res.Snapshot,
+			strconv.Itoa(schemas.Version), strconv.FormatInt(entry.Seq, 10), wire.KindContribution, cohort, strconv.Itoa(t.Round), res.Layout})
+	sc := arrow.NewSchema([]arrow.Field{{Name: wire.ColMasked, Type: arrow.PrimitiveTypes.Uint64}}, &md)
+	b := array.NewUint64Builder(s.opts.Allocator)
+	defer b.Release()
+	b.AppendValues(masked, nil)
+	col := b.NewArray()
+	defer col.Release()
+	rec := array.NewRecord(sc, []arrow.Array{col}, int64(len(masked)))
+	defer rec.Release()
+	w := flight.NewRecordWriter(stream, ipc.WithSchema(sc), ipc.WithAllocator(s.opts.Allocator))
+	defer w.Close()
+	if err := ctx.Err(); err != nil {
+		return status.FromContextError(err).Err()
+	}
+	if err := w.Write(rec); err != nil {
+		return fmt.Errorf("stream contribution: %w", err)
+	}
+	s.requests.WithLabelValues("contributed", "").Inc()
+	s.logger.Info("contributed", "study", t.StudyID, "query", t.QueryID, "cohort_size", len(t.Cohort), "round", t.Round, "elapsed", res.Elapsed)
+	return nil
+}

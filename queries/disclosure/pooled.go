@@ -1,0 +1,317 @@
+package disclosure
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/apache/arrow/go/v17/arrow"
+	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/apache/arrow/go/v17/arrow/memory"
+)
+
+// Columns a pooled release adds after the measures.
+const (
+	// ColMissing is true on a cell that only associations missing from the result could
+	// fill: it is unknown, never zero.
+	ColMissing = "missing"
+	// ColAssociations is how many of the associations that could fill the cell are in the
+	// result (on a margin of a partial result, fewer than could).
+	ColAssociations = "associations"
+)
+
+// Fixed-point scale of measure sums in a contribution (the same as secagg.Scale).
+const fixedScale = 1 << 10
+
+func fixed(x float64) uint64 { return uint64(int64(math.Round(x * fixedScale))) }
+
+func unfixed(u uint64) float64 { return float64(int64(u)) / fixedScale }
+
+// Layout is the fixed frame of a pooled table: every combination of the dimension domains,
+// each with Other (and Total for margins), in one order that every node and the coordinator
+// derive from the catalog entry alone. A contribution is a vector of Layout.Len() integers:
+// per cell, Stride() slots.
+//
+// Slot 0 of a cell is its perturbed count; measure j adds four slots from 1+4j: its
+// perturbed contributor count, and in fixed point its sum, its sum of absolute values and
+// its sum of squares.
+type Layout struct {
+	spec  Spec
+	cells [][]string
+	index map[string]int
+}
+
+// NewLayout enumerates the frame of spec. Every dimension must have a domain.
+func NewLayout(spec Spec) (*Layout, error) {
+	domains := make([][]string, len(spec.Dimensions))
+	size := 1
+	for i, d := range spec.Dimensions {
+		if len(d.Domain) == 0 {
+			return nil, fmt.Errorf("layout: dimension %s has no code list domain", d.Name)
+		}
+		dom := append(append([]string{}, d.Domain...), Other)
+		if spec.Totals {
+			dom = append(dom, Total)
+		}
+		domains[i] = dom
+		size *= len(dom)
+		if size > MaxCells {
+			return nil, fmt.Errorf("layout: the frame has more than %d cells", MaxCells)
+		}
+	}
+	l := &Layout{spec: spec, index: make(map[string]int, size)}
+	idx := make([]int, len(domains))
+	for {
+		dims := make([]string, len(domains))
+		for i, d := range domains {
+			dims[i] = d[idx[i]]
+		}
+		l.index[strings.Join(dims, "\x00")] = len(l.cells)
+		l.cells = append(l.cells, dims)
+		k := len(idx) - 1
+		for k >= 0 {
+			idx[k]++
+			if idx[k] < len(domains[k]) {
+				break
+			}
+			idx[k] = 0
+			k--
+		}
+		if k < 0 {
+			break
+		}
+	}
+	return l, nil
+}
+
+// Stride is the number of slots per cell.
+func (l *Layout) Stride() int { return 1 + 4*len(l.spec.Measures) }
+
+// Cells is the number of cells in the frame.
+func (l *Layout) Cells() int { return len(l.cells) }
+
+// Len is the length of a contribution vector.
+func (l *Layout) Len() int { return len(l.cells) * l.Stride() }
+
+// Hash identifies the layout, so a node and the coordinator can tell that they agree on it.
+func (l *Layout) Hash() string {
+	h := sha256.New()
+	for _, d := range l.spec.Dimensions {
+		fmt.Fprintf(h, "d %s %q\n", d.Name, d.Domain)
+	}
+	for _, m := range l.spec.Measures {
+		fmt.Fprintf(h, "m %s %s\n", m.Name, m.Agg)
+	}
+	fmt.Fprintf(h, "totals %v stride %d cells %d\n", l.spec.Totals, l.Stride(), len(l.cells))
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+func (l *Layout) cellMap(i int) map[string]string {
+	m := make(map[string]string, len(l.spec.Dimensions))
+	for k, d := range l.spec.Dimensions {
+		m[d.Name] = l.cells[i][k]
+	}
+	return m
+}
+
+// Contribute turns a node's aggregate into its unmasked contribution to a pooled table:
+// every count perturbed with the cell key method from the node's own record keys (the same
+// records get the same noise in every query and cohort), no suppression, measure sums in
+// fixed point. A cell that exclusive reports (one only this node can fill: its own
+// municipalities, its own row) is protected as in the node's own release: if that release
+// would suppress its count, or a measure, the contribution is zero there, so pooling never
+// shows of such a cell more than the node alone would. An empty cell contributes zero in
+// every slot: no fixed offset.
+func Contribute(in arrow.Record, l *Layout, pol Policy, exclusive func(cell map[string]string) bool) ([]uint64, Report, error) {
+	var rep Report
+	pt := pol.PTable()
+	if pt == nil {
+		return nil, rep, errors.New("contribute: the policy has no perturbation table")
+	}
+	if err := pol.Check(); err != nil {
+		return nil, rep, err
+	}
+	cells, err := readCells(in, l.spec)
+	if err != nil {
+		return nil, rep, err
+	}
+	vec := make([]uint64, l.Len())
+	stride := l.Stride()
+	rep.Cells = l.Cells()
+	for _, c := range cells {
+		i, ok := l.index[strings.Join(c.dims, "\x00")]
+		if !ok {
+			return nil, rep, fmt.Errorf("contribute: a cell outside the frame (%d dimensions): refusing to contribute it", len(c.dims))
+		}
+		if c.n <= 0 {
+			continue
+		}
+		rep.NonEmpty++
+		released := pt.Perturb(c.n, c.key)
+		excl := exclusive != nil && exclusive(l.cellMap(i))
+		if excl && (released < int64(pol.Threshold) || c.n < int64(pol.Threshold)) {
+			rep.Suppressed++
+			rep.SuppressedNonEmpty++
+			continue
+		}
+		base := i * stride
+		vec[base] = uint64(released)
+		for j, m := range l.spec.Measures {
+			mi := c.measures[j]
+			if math.IsNaN(mi.sq) {
+				return nil, rep, fmt.Errorf("contribute: measure %s has no sum of squares", m.Name)
+			}
+			if mi.count == 0 {
+				continue
+			}
+			if excl {
+				if _, ok := measureValue(mi, m, released, pol); !ok {
+					rep.MeasuresSuppressed++
+					continue
+				}
+			}
+			s := base + 1 + 4*j
+			vec[s] = uint64(pt.Perturb(mi.count, c.key))
+			vec[s+1], vec[s+2], vec[s+3] = fixed(mi.sum), fixed(mi.abs), fixed(mi.sq)
+		}
+	}
+	return vec, rep, nil
+}
+
+// Coverage says, for a cell of a pooled table, how many associations of the federation could
+// fill it (zero for a structurally impossible combination) and how many of those are in the
+// result.
+type Coverage func(cell map[string]string) (could, present int)
+
+// ErrNoise is returned when a pooled vector holds values no sum of contributions can: the
+// masks did not cancel (a node was left out, or used another round), and nothing is released.
+var ErrNoise = errors.New("pooled cells are not counts: the masks did not cancel")
+
+// maxPooledCount bounds a plausible pooled count; a masked value is almost surely above it.
+const maxPooledCount = 1 << 40
+
+// ProtectPooled applies disclosure control once, to the pooled perturbed cells of a cohort:
+// a count below the threshold is suppressed (empty cells too); a structurally impossible
+// cell is 0 only when nobody could fill it; a cell only missing associations could fill is
+// marked missing, never 0; means need MeanMinN and pass a dominance check bounded from the
+// sum of squares (the two largest of n values are at most √(2·Σx²)); and the table is
+// refused whole when most of its non-empty cells would be suppressed. Cells of Other are
+// released only where their count is. The output has the dimension columns, n, suppressed,
+// the measures, then ColMissing and ColAssociations.
+func ProtectPooled(mem memory.Allocator, l *Layout, pooled []uint64, pol Policy, cover Coverage) (arrow.Record, Report, error) {
+	var rep Report
+	if len(pooled) != l.Len() {
+		return nil, rep, fmt.Errorf("protect pooled: %d values, the layout has %d", len(pooled), l.Len())
+	}
+	if err := pol.Check(); err != nil {
+		return nil, rep, err
+	}
+	spec := l.spec
+	nd, nm := len(spec.Dimensions), len(spec.Measures)
+	stride := l.Stride()
+	for i := range l.cells {
+		for s := 0; s < stride; s++ {
+			v := pooled[i*stride+s]
+			if (s == 0 || (s-1)%4 == 0) && v > maxPooledCount {
+				return nil, rep, ErrNoise
+			}
+		}
+	}
+	fields := make([]arrow.Field, 0, nd+4+nm)
+	for _, d := range spec.Dimensions {
+		fields = append(fields, arrow.Field{Name: d.Name, Type: arrow.BinaryTypes.String})
+	}
+	fields = append(fields,
+		arrow.Field{Name: ColN, Type: arrow.PrimitiveTypes.Int64, Nullable: true},
+		arrow.Field{Name: ColSuppressed, Type: arrow.FixedWidthTypes.Boolean})
+	for _, m := range spec.Measures {
+		fields = append(fields, arrow.Field{Name: m.Name, Type: arrow.PrimitiveTypes.Float64, Nullable: true})
+	}
+	fields = append(fields,
+		arrow.Field{Name: ColMissing, Type: arrow.FixedWidthTypes.Boolean},
+		arrow.Field{Name: ColAssociations, Type: arrow.PrimitiveTypes.Int64})
+	md := arrow.NewMetadata([]string{"samsyn.disclosure"}, []string{pol.PooledParams()})
+	b := array.NewRecordBuilder(mem, arrow.NewSchema(fields, &md))
+	defer b.Release()
+	nb := b.Field(nd).(*array.Int64Builder)
+	sb := b.Field(nd + 1).(*array.BooleanBuilder)
+	mb := b.Field(nd + 2 + nm).(*array.BooleanBuilder)
+	ab := b.Field(nd + 3 + nm).(*array.Int64Builder)
+	nullMeasures := func() {
+		for j := 0; j < nm; j++ {
+			b.Field(nd + 2 + j).(*array.Float64Builder).AppendNull()
+		}
+	}
+	for i, dims := range l.cells {
+		base := i * stride
+		n := int64(pooled[base])
+		isOther := false
+		for _, v := range dims {
+			isOther = isOther || v == Other
+		}
+		if isOther && n < int64(pol.Threshold) {
+			continue
+		}
+		could, present := cover(l.cellMap(i))
+		rep.Cells++
+		for k := range dims {
+			b.Field(k).(*array.StringBuilder).Append(dims[k])
+		}
+		ab.Append(int64(present))
+		switch {
+		case could == 0:
+			rep.StructuralZeros++
+			nb.Append(0)
+			sb.Append(false)
+			nullMeasures()
+			mb.Append(false)
+			continue
+		case present == 0:
+			rep.Missing++
+			nb.AppendNull()
+			sb.Append(false)
+			nullMeasures()
+			mb.Append(true)
+			continue
+		}
+		mb.Append(false)
+		if n > 0 {
+			rep.NonEmpty++
+		}
+		if n < int64(pol.Threshold) {
+			rep.Suppressed++
+			if n > 0 {
+				rep.SuppressedNonEmpty++
+			}
+			nb.AppendNull()
+			sb.Append(true)
+			nullMeasures()
+			continue
+		}
+		nb.Append(n)
+		sb.Append(false)
+		for j, m := range spec.Measures {
+			fb := b.Field(nd + 2 + j).(*array.Float64Builder)
+			s := base + 1 + 4*j
+			count := int64(pooled[s])
+			sum, abs, sq := unfixed(pooled[s+1]), unfixed(pooled[s+2]), unfixed(pooled[s+3])
+			if count < int64(pol.MeanMinN) || n < int64(pol.MeanMinN) || (abs > 0 && math.Sqrt(2*math.Max(sq, 0)) > pol.DominanceShare*abs) {
+				rep.MeasuresSuppressed++
+				fb.AppendNull()
+				continue
+			}
+			v := sum
+			if m.Agg == "mean" {
+				v = sum / float64(count)
+			}
+			fb.Append(math.Round(v*10) / 10)
+		}
+	}
+	if rep.NonEmpty > 0 && float64(rep.SuppressedNonEmpty) > pol.MaxSuppressedShare*float64(rep.NonEmpty) {
+		return nil, rep, fmt.Errorf("%w: %d of %d (more than %.0f %%)", ErrTooSparse, rep.SuppressedNonEmpty, rep.NonEmpty, 100*pol.MaxSuppressedShare)
+	}
+	return b.NewRecord(), rep, nil
+}
