@@ -601,16 +601,17 @@ func (c *Coordinator) check(ctx context.Context, s *study.Study, order []string)
 				continue
 			case err != nil:
 				return nil, err
-			case out == nil:
-				withheld = append(withheld, q.ID)
-				continue
+			case out != nil:
+				table, cells, supp, structZ, present, snaps = out, rep.Cells, rep.Suppressed, rep.StructuralZeros, cohort, sn
+			default:
+				pooled = false // no whole round: a node's own table, if a cohort shrank to one
 			}
-			table, cells, supp, structZ, present, snaps = out, rep.Cells, rep.Suppressed, rep.StructuralZeros, cohort, sn
-		} else {
+		}
+		if table == nil {
 			var inputs []merge.Input
 			snaps = map[string]string{}
 			for _, d := range dispatches {
-				if d.QueryIndex != qi || d.State != state.DispatchReleased {
+				if d.QueryIndex != qi || d.State != state.DispatchReleased || d.Metadata[wire.MetaKind] == wire.KindContribution {
 					continue
 				}
 				rec, err := decode(d.Release, c.o.Allocator)

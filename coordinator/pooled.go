@@ -141,12 +141,49 @@ func (c *Coordinator) dispatchPooled(ctx context.Context, s *study.Study, qi int
 		}
 		c.logger.Info("pooled round incomplete; asking the rest as a new round", "study", s.ID, "query", q.ID,
 			"round", round, "cohort_size", len(cohort), "failed", len(failed))
-		if len(next) < 2 {
+		if len(next) == 1 {
+			// A cohort of one is that node's own protected table, as its policy allows.
+			return c.dispatchAlone(ctx, s, qi, approved, approving, next[0])
+		}
+		if len(next) == 0 {
 			return missingOf(approving, nil), nil
 		}
 		cohort, round, answered = next, round+1, map[string]bool{}
 	}
 	return missingOf(approving, cohort), nil
+}
+
+// dispatchAlone asks one association for its own protected table of query qi, after a
+// pooled cohort has shrunk to it.
+func (c *Coordinator) dispatchAlone(ctx context.Context, s *study.Study, qi int, approved map[string]study.Approval, approving []string, assoc string) ([]string, error) {
+	q := s.Queries[qi]
+	n := c.nodes[assoc]
+	outs := fanout.Run(ctx, []fanout.Target{{Association: assoc, Node: n.Client, Ticket: c.ticketFunc(s, qi, assoc, approved[assoc], nil, 0)}}, c.fanOutOptions(s))
+	out := outs[0]
+	d := state.Dispatch{QueryIndex: qi, Association: assoc, Attempts: out.Attempts}
+	if out.Err == nil {
+		raw, err := encode(out.Release.Table)
+		out.Release.Table.Release()
+		if err != nil {
+			return nil, err
+		}
+		if err := checkProvenance(out.Release.Metadata, s.ID, q, assoc); err != nil {
+			out.Err = err
+		} else {
+			d.State, d.Release, d.Metadata = state.DispatchReleased, raw, out.Release.Metadata
+		}
+	}
+	if out.Err != nil {
+		c.nodeErrors.WithLabelValues(assoc).Inc()
+		d.State, d.Error = state.DispatchFailed, out.Err.Error()
+	}
+	if err := c.o.Store.PutRound(ctx, s.ID, []state.Dispatch{d}); err != nil {
+		return nil, err
+	}
+	if out.Err != nil {
+		return missingOf(approving, nil), nil
+	}
+	return missingOf(approving, []string{assoc}), nil
 }
 
 // missingOf lists the approving associations outside cohort.

@@ -462,7 +462,7 @@ func releasesInAudit(t *testing.T, path, studyID string) map[string]int {
 		if err := json.Unmarshal([]byte(line), &e); err != nil {
 			t.Fatal(err)
 		}
-		if e.Action == "release" && e.Fields["study"] == studyID {
+		if (e.Action == "release" || e.Action == "contribute") && e.Fields["study"] == studyID {
 			out[e.Fields["query"]]++
 		}
 	}
