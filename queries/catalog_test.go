@@ -2,6 +2,7 @@ package queries
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -176,5 +177,25 @@ func TestAggregateRunsAndFeedsProtect(t *testing.T) {
 	fed := e.Spec("")
 	if !fed.Structural(map[string]string{"municipality": "0184", "outcome": "work"}) || fed.Structural(map[string]string{"municipality": "0180", "outcome": "work"}) {
 		t.Fatal("structural zeros for the federation are wrong: Solna is outside, Stockholm inside")
+	}
+}
+
+func TestPeriodsComeFromTheFixedGrid(t *testing.T) {
+	cat, err := LoadDir("catalog")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _ := cat.Get("exits_by_municipality")
+	for _, ok := range [][2]string{{"2021-01-01", "2021-12-31"}, {"2021-07-01", "2021-09-30"}, {"2020-04-01", "2022-09-30"}, {"2022-10-01", "2022-12-31"}} {
+		if _, err := e.Bind(map[string]string{"from": ok[0], "to": ok[1]}); err != nil {
+			t.Errorf("%s to %s refused: %v", ok[0], ok[1], err)
+		}
+	}
+	for _, bad := range [][2]string{{"2021-01-01", "2021-06-30"}, {"2021-04-01", "2022-03-31"}, {"2020-01-01", "2021-12-31"}, {"2020-04-01", "2022-12-31"}} {
+		_, err := e.Bind(map[string]string{"from": bad[0], "to": bad[1]})
+		var pe *ParamError
+		if !errors.As(err, &pe) || !strings.Contains(err.Error(), "fixed grid") {
+			t.Errorf("%s to %s: %v", bad[0], bad[1], err)
+		}
 	}
 }

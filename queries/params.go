@@ -166,5 +166,30 @@ func (e *Entry) Bind(values map[string]string) (Bound, error) {
 	if start != nil && end != nil && start.After(*end) {
 		return b, &ParamError{Query: e.ID, Param: "from/to", Value: start.Format("2006-01-02") + " > " + end.Format("2006-01-02"), Expected: "a start on or before the end"}
 	}
+	if start != nil && end != nil && !OnGrid(*start, *end) {
+		return b, &ParamError{Query: e.ID, Param: "from/to", Value: start.Format("2006-01-02") + " to " + end.Format("2006-01-02"),
+			Expected: "a period of the fixed grid: one calendar quarter, one calendar year, or the project period " + ProjectStart + " to " + ProjectEnd}
+	}
 	return b, nil
+}
+
+// The project period: MIA Vidare, from the quarter it began (June 2020) to September 2022.
+const (
+	ProjectStart = "2020-04-01"
+	ProjectEnd   = "2022-09-30"
+)
+
+// OnGrid reports whether [from, to] is a period of the fixed grid: a calendar quarter, a
+// calendar year or the project period. Free windows are refused, so that nested windows
+// cannot be played against each other to isolate the participants between their ends.
+func OnGrid(from, to time.Time) bool {
+	f, t := from.Format("2006-01-02"), to.Format("2006-01-02")
+	switch {
+	case f == ProjectStart && t == ProjectEnd:
+		return true
+	case from.Month() == time.January && from.Day() == 1 && t == fmt.Sprintf("%d-12-31", from.Year()):
+		return true
+	}
+	qEnd := time.Date(from.Year(), from.Month()+3, 1, 0, 0, 0, 0, time.UTC).AddDate(0, 0, -1)
+	return t == qEnd.Format("2006-01-02") && (from.Month()-1)%3 == 0 && from.Day() == 1
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,8 @@ import (
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"github.com/apache/arrow/go/v17/arrow/memory"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/samsyn/samsyn/coordinator"
 	"github.com/samsyn/samsyn/coordinator/fanout"
@@ -30,6 +33,7 @@ import (
 	"github.com/samsyn/samsyn/queries/audit"
 	"github.com/samsyn/samsyn/queries/disclosure"
 	"github.com/samsyn/samsyn/queries/secagg"
+	"github.com/samsyn/samsyn/queries/wire"
 	"github.com/samsyn/samsyn/queries/wire/mtls"
 	"github.com/samsyn/samsyn/schemas"
 )
@@ -518,4 +522,32 @@ func (f *inproc) waitForFirstDispatch(t *testing.T, id string) {
 		time.Sleep(time.Millisecond)
 	}
 	t.Fatal("no node answered within 30 s")
+}
+
+func TestACohortOutsidePolicyIsRefusedAtEveryNode(t *testing.T) {
+	f := startInProc(t, 50, "hbs", "varna", "roslagen")
+	ctx := context.Background()
+	e, _ := f.coord.Catalog().Get("exits_by_association")
+	params := map[string]string{"from": "2020-04-01", "to": "2022-09-30"}
+	for _, n := range f.coord.Nodes() {
+		// stockholm has no pinned aggregation key in this federation.
+		cohort := []string{n.Association, "stockholm"}
+		slices.Sort(cohort)
+		nonce, _ := wire.NewNonce()
+		raw, err := wire.Sign(wire.Ticket{StudyID: "s-outside", QueryID: e.ID, QueryHash: e.Hash(), Params: params,
+			CatalogSignature: f.signatures.Signature(e.ID), Association: n.Association,
+			Approval: ed25519.Sign(f.assocKeys[n.Association], wire.ApprovalMessage("s-outside", n.Association, e.ID, e.Hash(), params)),
+			Cohort:   cohort, Round: 1, Nonce: nonce, NotBefore: time.Now().Add(-time.Second), Expires: time.Now().Add(time.Minute)}, f.ticket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = n.Client.Get(ctx, raw)
+		if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "cohort") {
+			t.Fatalf("node %s answered a cohort outside its policy: %v", n.Association, err)
+		}
+		raw2, _ := os.ReadFile(filepath.Join(f.dir, "nodes", n.Association, "audit.log"))
+		if !strings.Contains(string(raw2), `"reason":"cohort"`) {
+			t.Fatalf("node %s did not audit the refusal", n.Association)
+		}
+	}
 }
