@@ -252,7 +252,7 @@ func Load(path string) (*Config, error) {
 		return nil, err
 	}
 	c := &Config{Store: "store.duckdb", SecretFile: "secret", AuditLog: "audit.log", HealthListen: "127.0.0.1:0",
-		Query: Query{Timeout: 30 * time.Second, MemoryLimit: "512MB", MaxConcurrent: 4, Cache: 256},
+		Query:       Query{Timeout: 30 * time.Second, MemoryLimit: "512MB", MaxConcurrent: 4, Cache: 256},
 		Aggregation: Aggregation{MinCohort: 3, MaxCohorts: 2}, dir: filepath.Dir(abs), path: path}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(raw, &doc); err != nil {

@@ -152,11 +152,11 @@ type Ticket struct {
 	// summed, this one included; Round numbers the attempt (a cohort that loses a node is
 	// asked again as a smaller cohort in a new round). Both are empty for a node's own
 	// protected table.
-	Cohort []string `json:"cohort,omitempty"`
-	Round  int      `json:"round,omitempty"`
-	Nonce  []byte   `json:"nonce"` // NonceSize random bytes
-	NotBefore        time.Time         `json:"nbf"`
-	Expires          time.Time         `json:"exp"` // at most MaxLifetime after NotBefore
+	Cohort    []string  `json:"cohort,omitempty"`
+	Round     int       `json:"round,omitempty"`
+	Nonce     []byte    `json:"nonce"` // NonceSize random bytes
+	NotBefore time.Time `json:"nbf"`
+	Expires   time.Time `json:"exp"` // at most MaxLifetime after NotBefore
 
 	// Signer is the key id of the coordinator key that signed the ticket, set by Verify.
 	// It is not part of the payload.
