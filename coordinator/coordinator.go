@@ -1,7 +1,6 @@
 package coordinator
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
@@ -9,13 +8,11 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/apache/arrow/go/v17/arrow"
-	"github.com/apache/arrow/go/v17/arrow/ipc"
 	"github.com/apache/arrow/go/v17/arrow/memory"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -643,9 +640,8 @@ func (c *Coordinator) check(ctx context.Context, s *study.Study, order []string)
 		if pooled {
 			disc = c.o.Policy.PooledParams()
 		}
-		raw, err := encodeWithMeta(table, map[string]string{wire.MetaStudy: s.ID, wire.MetaQueryID: q.ID,
-			wire.MetaQueryHash: q.Hash, wire.MetaMissing: strings.Join(missing, ","), wire.MetaAssociations: strings.Join(present, ","),
-			wire.MetaPooled: strconv.FormatBool(pooled), wire.MetaDisclosure: disc})
+		raw, err := wire.EncodeIPC(table, wire.Provenance{Study: s.ID, QueryID: q.ID, QueryHash: q.Hash, Associations: present,
+			Missing: missing, Pooled: pooled, Disclosure: disc}.Metadata())
 		table.Release()
 		if err != nil {
 			return nil, err
@@ -679,53 +675,9 @@ func (c *Coordinator) check(ctx context.Context, s *study.Study, order []string)
 	return withheld, nil
 }
 
-func encode(rec arrow.Record) ([]byte, error) { return encodeWithMeta(rec, nil) }
+func encode(rec arrow.Record) ([]byte, error) { return wire.EncodeIPC(rec, nil) }
 
-// encodeWithMeta writes rec as an Arrow IPC stream with extra schema metadata.
-func encodeWithMeta(rec arrow.Record, extra map[string]string) ([]byte, error) {
-	sc := rec.Schema()
-	if len(extra) > 0 {
-		md := sc.Metadata()
-		var keys, vals []string
-		for i, k := range md.Keys() {
-			if _, replaced := extra[k]; !replaced {
-				keys, vals = append(keys, k), append(vals, md.Values()[i])
-			}
-		}
-		for k, v := range extra {
-			keys, vals = append(keys, k), append(vals, v)
-		}
-		m := arrow.NewMetadata(keys, vals)
-		sc = arrow.NewSchema(sc.Fields(), &m)
-	}
-	var buf bytes.Buffer
-	w := ipc.NewWriter(&buf, ipc.WithSchema(sc))
-	if err := w.Write(rec); err != nil {
-		return nil, err
-	}
-	if err := w.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
-}
-
-// decode reads a one-record Arrow IPC stream.
-func decode(raw []byte, mem memory.Allocator) (arrow.Record, error) {
-	r, err := ipc.NewReader(bytes.NewReader(raw), ipc.WithAllocator(mem))
-	if err != nil {
-		return nil, err
-	}
-	defer r.Release()
-	if !r.Next() {
-		if err := r.Err(); err != nil {
-			return nil, err
-		}
-		return nil, errors.New("empty release")
-	}
-	rec := r.Record()
-	rec.Retain()
-	return rec, nil
-}
+func decode(raw []byte, mem memory.Allocator) (arrow.Record, error) { return wire.DecodeIPC(raw, mem) }
 
 // Decode reads a stored result's table (Arrow IPC stream).
-func Decode(raw []byte) (arrow.Record, error) { return decode(raw, memory.DefaultAllocator) }
+func Decode(raw []byte) (arrow.Record, error) { return wire.DecodeIPC(raw, memory.DefaultAllocator) }

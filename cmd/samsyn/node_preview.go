@@ -93,8 +93,14 @@ must not be in use by a running node (stop it, or preview on a copy of the store
 				return err
 			}
 			defer res.Table.Release()
-			fmt.Fprintf(out, "released to the coordinator: %d cells, %d suppressed (snapshot %s)\n\n", res.Report.Cells, res.Report.Suppressed, res.Snapshot)
-			return preview.Print(out, e, preview.Compare(e, truth, res.Table, x.Policy()))
+			fmt.Fprintf(out, "this node's own table (a cohort of one): %d cells, %d suppressed (snapshot %s)\n", res.Report.Cells, res.Report.Suppressed, res.Snapshot)
+			fmt.Fprintf(out, "in a study across associations the node instead contributes every count perturbed and unsuppressed,\n"+
+				"masked so that only the cohort's sum is ever seen; the threshold is applied once, to that sum.\n\n")
+			rows, err := preview.Compare(e, truth, res.Table, x.Policy())
+			if err != nil {
+				return err
+			}
+			return preview.Print(out, e, rows)
 		},
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "", "the node's node.yaml")

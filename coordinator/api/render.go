@@ -13,7 +13,7 @@ import (
 	"strings"
 
 	"github.com/apache/arrow/go/v17/arrow"
-	"github.com/apache/arrow/go/v17/arrow/array"
+	"github.com/samsyn/samsyn/queries/wire"
 	"github.com/xuri/excelize/v2"
 
 	"github.com/samsyn/samsyn/coordinator"
@@ -90,13 +90,14 @@ var Notes = map[string]schemas.Text{
 	"suppressed": {SV: "färre än 5", EN: "fewer than 5"},
 	"total":      {SV: "Totalt", EN: "Total"},
 	"other":      {SV: "Övrigt/okänt", EN: "Other/unknown"},
+	"missing":    {SV: "saknas (förbundet ingår inte i resultatet)", EN: "missing (the association is not in the result)"},
 	"help": {
 		SV: "Celler med färre än 5 deltagare visas inte (\"färre än 5\"), och inte heller tomma celler, så att ingen enskild person kan pekas ut. Alla antal har dessutom fått ett litet slumpmässigt brus (högst ±2) enligt cellnyckelmetoden: samma grupp personer får alltid samma brus, så summor kan skilja sig något från totalerna. Medelvärden visas först när minst 10 personer bidrar och ingen eller två personer dominerar.",
 		EN: "Cells with fewer than 5 participants are not shown (\"fewer than 5\"), nor are empty cells, so that no individual can be singled out. Every count also carries a small random noise (at most ±2) by the cell key method: the same group of people always gets the same noise, so sums may differ slightly from totals. Means are shown only where at least 10 people contribute and no one or two of them dominate.",
 	},
 }
 
-func (s *Server) tableOf(st *study.Study, res state.Result, rec arrow.Record) Table {
+func (s *Server) tableOf(st *study.Study, res state.Result, rec arrow.Record) (Table, error) {
 	e, _ := s.c.Catalog().Get(res.QueryID)
 	t := Table{Study: st.ID, Query: res.QueryID, Title: e.Title, Checks: res.Checks, Params: st.Queries[res.QueryIndex].Params,
 		Labels: map[string]map[string]schemas.Text{}, Notes: Notes, Rows: []map[string]any{}}
@@ -113,30 +114,40 @@ func (s *Server) tableOf(st *study.Study, res state.Result, rec arrow.Record) Ta
 	for _, m := range e.Measures {
 		t.Measures = append(t.Measures, Column{Name: m.Name, Agg: m.Agg, Title: measureTitle(m)})
 	}
-	nd := len(e.Dimensions)
-	for i := 0; i < int(rec.NumRows()); i++ {
-		row := map[string]any{}
-		for d := 0; d < nd; d++ {
-			row[e.Dimensions[d].Name] = rec.Column(d).(*array.String).Value(i)
+	dims := make([]string, len(e.Dimensions))
+	for i, d := range e.Dimensions {
+		dims[i] = d.Name
+	}
+	ms := make([]string, len(e.Measures))
+	for i, m := range e.Measures {
+		ms[i] = m.Name
+	}
+	tbl, err := wire.ReadTable(rec, dims, ms)
+	if err != nil {
+		return t, err
+	}
+	for i := 0; i < tbl.Len(); i++ {
+		c := tbl.Cell(i)
+		row := map[string]any{"suppressed": c.Suppressed, "missing": c.Missing}
+		for d, name := range dims {
+			row[name] = c.Dims[d]
 		}
-		n := rec.Column(nd).(*array.Int64)
-		if n.IsNull(i) {
-			row["n"] = nil
-		} else {
-			row["n"] = n.Value(i)
+		row["n"] = nil
+		if c.N != nil {
+			row["n"] = *c.N
 		}
-		row["suppressed"] = rec.Column(nd + 1).(*array.Boolean).Value(i)
-		for j, m := range e.Measures {
-			c := rec.Column(nd + 2 + j).(*array.Float64)
-			if c.IsNull(i) {
-				row[m.Name] = nil
-			} else {
-				row[m.Name] = c.Value(i)
+		if c.Associations >= 0 {
+			row["associations"] = c.Associations
+		}
+		for j, name := range ms {
+			row[name] = nil
+			if c.Measures[j] != nil {
+				row[name] = *c.Measures[j]
 			}
 		}
 		t.Rows = append(t.Rows, row)
 	}
-	return t
+	return t, nil
 }
 
 func measureTitle(m queries.Measure) schemas.Text {
@@ -163,7 +174,12 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, st *study.Study,
 	var body []byte
 	switch format {
 	case TypeJSON:
-		writeJSON(w, http.StatusOK, s.tableOf(st, res, rec))
+		t, err := s.tableOf(st, res, rec)
+		if err != nil {
+			s.storeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, t)
 		return
 	case TypeArrow:
 		body = res.Release
@@ -175,7 +191,10 @@ func (s *Server) render(w http.ResponseWriter, r *http.Request, st *study.Study,
 		body, err = export.Bytes(func(w io.Writer) error { return export.Parquet(w, rec.Schema(), rec) })
 		name += ".parquet"
 	case TypeXLSX:
-		body, err = toXLSX(s.tableOf(st, res, rec))
+		var t Table
+		if t, err = s.tableOf(st, res, rec); err == nil {
+			body, err = toXLSX(t)
+		}
 		name += ".xlsx"
 	}
 	if err != nil {
@@ -206,6 +225,7 @@ func toXLSX(t Table) ([]byte, error) {
 	for _, m := range t.Measures {
 		header = append(header, m.Title.SV+" / "+m.Title.EN)
 	}
+	header = append(header, "Saknas / Missing", "Förbund i cellen / Associations in the cell")
 	if err := f.SetSheetRow(data, "A1", &header); err != nil {
 		return nil, err
 	}
@@ -215,15 +235,19 @@ func toXLSX(t Table) ([]byte, error) {
 			code := row[d.Name].(string)
 			vals = append(vals, code, t.Labels[d.Name][code].SV)
 		}
-		if row["n"] == nil {
+		switch {
+		case row["missing"] == true:
+			vals = append(vals, Notes["missing"].SV+" / "+Notes["missing"].EN)
+		case row["n"] == nil:
 			vals = append(vals, Notes["suppressed"].SV+" / "+Notes["suppressed"].EN)
-		} else {
+		default:
 			vals = append(vals, row["n"])
 		}
 		vals = append(vals, row["suppressed"])
 		for _, m := range t.Measures {
 			vals = append(vals, row[m.Name])
 		}
+		vals = append(vals, row["missing"], row["associations"])
 		cell, _ := excelize.CoordinatesToCellName(1, i+2)
 		if err := f.SetSheetRow(data, cell, &vals); err != nil {
 			return nil, err

@@ -11,6 +11,7 @@ import (
 	"github.com/apache/arrow/go/v17/arrow/memory"
 
 	"github.com/samsyn/samsyn/queries/disclosure"
+	"github.com/samsyn/samsyn/queries/wire"
 )
 
 // Input is one node's protected table.
@@ -46,60 +47,43 @@ func Merge(mem memory.Allocator, spec disclosure.Spec, inputs []Input, pol discl
 	cells := map[string]*acc{}
 	for _, in := range inputs {
 		rep.Associations = append(rep.Associations, in.Association)
-		t := in.Table
-		if int(t.NumCols()) != nd+2+nm {
-			return nil, rep, fmt.Errorf("merge: %s released %d columns, expected %d", in.Association, t.NumCols(), nd+2+nm)
-		}
-		dims := make([]*array.String, nd)
+		dims := make([]string, nd)
 		for i, d := range spec.Dimensions {
-			col, ok := t.Column(i).(*array.String)
-			if !ok || t.ColumnName(i) != d.Name {
-				return nil, rep, fmt.Errorf("merge: %s: column %d is %s, expected dimension %s", in.Association, i, t.ColumnName(i), d.Name)
-			}
-			dims[i] = col
+			dims[i] = d.Name
 		}
-		nCol, ok1 := t.Column(nd).(*array.Int64)
-		sCol, ok2 := t.Column(nd + 1).(*array.Boolean)
-		if !ok1 || !ok2 {
-			return nil, rep, fmt.Errorf("merge: %s: expected n (int64) and suppressed (bool) after the dimensions", in.Association)
+		ms := make([]string, nm)
+		for j, m := range spec.Measures {
+			ms[j] = m.Name
 		}
-		mCols := make([]*array.Float64, nm)
-		for j := range spec.Measures {
-			c, ok := t.Column(nd + 2 + j).(*array.Float64)
-			if !ok {
-				return nil, rep, fmt.Errorf("merge: %s: measure %s is not float64", in.Association, spec.Measures[j].Name)
-			}
-			mCols[j] = c
+		t, err := wire.ReadTable(in.Table, dims, ms)
+		if err != nil {
+			return nil, rep, fmt.Errorf("merge: %s: %w", in.Association, err)
 		}
-		for r := 0; r < int(t.NumRows()); r++ {
-			key := make([]string, nd)
-			for i := range dims {
-				key[i] = dims[i].Value(r)
-			}
-			k := strings.Join(key, "\x00")
+		for r := 0; r < t.Len(); r++ {
+			c := t.Cell(r)
+			k := strings.Join(c.Dims, "\x00")
 			a := cells[k]
 			if a == nil {
-				a = &acc{dims: key, structural: true, wsum: make([]float64, nm), missing: make([]bool, nm), order: len(cells)}
+				a = &acc{dims: c.Dims, structural: true, wsum: make([]float64, nm), missing: make([]bool, nm), order: len(cells)}
 				cells[k] = a
 			}
 			a.seen++
-			suppressed := sCol.Value(r) || nCol.IsNull(r)
-			n := nCol.Value(r)
-			if suppressed {
+			if c.Suppressed || c.N == nil {
 				a.suppressed, a.structural = true, false
 				continue
 			}
+			n := *c.N
 			if n == 0 {
 				continue // a structural zero adds nothing and withholds nothing
 			}
 			a.structural = false
 			a.n += n
 			for j, m := range spec.Measures {
-				if mCols[j].IsNull(r) {
+				if c.Measures[j] == nil {
 					a.missing[j] = true
 					continue
 				}
-				v := mCols[j].Value(r)
+				v := *c.Measures[j]
 				if m.Agg == "mean" {
 					v *= float64(n)
 				}

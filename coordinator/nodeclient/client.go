@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+
+	"github.com/samsyn/samsyn/queries/wire"
 )
 
 // MaxReleaseBytes bounds what a node may send back for one query.
@@ -119,18 +121,11 @@ func Transient(err error) bool {
 }
 
 // Status is what a node's health action reports.
-type Status struct {
-	Status        string `json:"status"`
-	Snapshot      string `json:"snapshot"`
-	LastImport    string `json:"last_import,omitempty"`
-	SchemaVersion int    `json:"schema_version"`
-	Catalog       string `json:"catalog"`
-	Queries       int    `json:"queries"`
-}
+type Status = wire.Health
 
 // Status asks the node's Flight health action for its snapshot and versions.
 func (c *Client) Status(ctx context.Context) (*Status, error) {
-	stream, err := c.flight.DoAction(ctx, &flight.Action{Type: "health"})
+	stream, err := c.flight.DoAction(ctx, &flight.Action{Type: wire.ActionHealth})
 	if err != nil {
 		return nil, err
 	}

@@ -34,7 +34,7 @@ type tally struct {
 	absErr             float64
 }
 
-func (t *tally) add(truth map[string]int64, rec arrow.Record, nd int) {
+func (t *tally) add(tb testing.TB, e *queries.Entry, truth map[string]int64, rec arrow.Record) {
 	for _, n := range truth {
 		if n > 0 {
 			t.nonEmpty++
@@ -43,13 +43,12 @@ func (t *tally) add(truth map[string]int64, rec arrow.Record, nd int) {
 	if rec == nil {
 		return
 	}
-	nCol := rec.Column(nd).(*array.Int64)
-	sup := rec.Column(nd + 1).(*array.Boolean)
-	for i := 0; i < int(rec.NumRows()); i++ {
-		k := key(rec, nd, i)
-		if truth[k] > 0 && !sup.Value(i) && !nCol.IsNull(i) {
+	tbl := readTable(tb, e, rec)
+	for i := 0; i < tbl.Len(); i++ {
+		k, c := tbl.Key(i), tbl.Cell(i)
+		if truth[k] > 0 && !c.Suppressed && c.N != nil {
 			t.released++
-			t.absErr += math.Abs(float64(nCol.Value(i) - truth[k]))
+			t.absErr += math.Abs(float64(*c.N - truth[k]))
 		}
 	}
 }
@@ -158,12 +157,12 @@ func BenchmarkReleasedShareAcrossTheCatalog(b *testing.B) {
 				b.Fatal(err)
 			}
 			if err == nil {
-				centralT.add(truth, res.Table, nd)
+				centralT.add(b, e, truth, res.Table)
 				res.Table.Release()
 			} else {
-				centralT.add(truth, nil, nd)
+				centralT.add(b, e, truth, nil)
 			}
-			pooledT.add(truth, pooled[q.ID], nd)
+			pooledT.add(b, e, truth, pooled[q.ID])
 			var inputs []merge.Input
 			for _, a := range fed {
 				r, err := nodeX[a].Run(ctx, e, bound)
@@ -178,10 +177,10 @@ func BenchmarkReleasedShareAcrossTheCatalog(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				mergedT.add(truth, m, nd)
+				mergedT.add(b, e, truth, m)
 				m.Release()
 			} else {
-				mergedT.add(truth, nil, nd)
+				mergedT.add(b, e, truth, nil)
 			}
 			secaggTime += maskAndSumTime(b, e, fed)
 		}

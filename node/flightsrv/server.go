@@ -272,32 +272,17 @@ func withProvenance(rec arrow.Record, extra map[string]string) arrow.Record {
 	return array.NewRecord(sc, cols, rec.NumRows())
 }
 
-// ActionHealth is the Flight action that reports the node's health.
-const ActionHealth = "health"
-
-// Health is the body of the health action.
-type Health struct {
-	Status        string `json:"status"`
-	Node          string `json:"node"`
-	Association   string `json:"association"`
-	Snapshot      string `json:"snapshot"`
-	LastImport    string `json:"last_import,omitempty"`
-	SchemaVersion int    `json:"schema_version"`
-	Catalog       string `json:"catalog"` // digest of the signed catalog's ids and hashes
-	Queries       int    `json:"queries"`
-}
-
 // ListActions names the health action.
 func (s *Server) ListActions(_ *flight.Empty, stream flight.FlightService_ListActionsServer) error {
-	return stream.Send(&flight.ActionType{Type: ActionHealth, Description: "status, data snapshot, schema and catalog versions"})
+	return stream.Send(&flight.ActionType{Type: wire.ActionHealth, Description: "status, data snapshot, schema and catalog versions"})
 }
 
 // DoAction answers the health action; every other action is refused.
 func (s *Server) DoAction(a *flight.Action, stream flight.FlightService_DoActionServer) error {
-	if a.GetType() != ActionHealth {
-		return status.Errorf(codes.Unimplemented, "unknown action %q: this node answers %q", a.GetType(), ActionHealth)
+	if a.GetType() != wire.ActionHealth {
+		return status.Errorf(codes.Unimplemented, "unknown action %q: this node answers %q", a.GetType(), wire.ActionHealth)
 	}
-	h := Health{Status: "serving", Node: s.opts.NodeID, Association: s.opts.Association, SchemaVersion: schemas.Version,
+	h := wire.Health{Status: "serving", Node: s.opts.NodeID, Association: s.opts.Association, SchemaVersion: schemas.Version,
 		Catalog: s.catalogSum, Queries: len(s.opts.Catalog.Entries)}
 	if s.opts.Snapshot != nil {
 		snap, err := s.opts.Snapshot(stream.Context())

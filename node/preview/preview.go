@@ -11,6 +11,7 @@ import (
 
 	"github.com/samsyn/samsyn/queries"
 	"github.com/samsyn/samsyn/queries/disclosure"
+	"github.com/samsyn/samsyn/queries/wire"
 )
 
 // Row is one cell of a preview.
@@ -23,23 +24,33 @@ type Row struct {
 }
 
 // Compare lines up the protected table with the true aggregate and explains suppression.
-func Compare(e *queries.Entry, truth, protected arrow.Record, pol disclosure.Policy) []Row {
+func Compare(e *queries.Entry, truth, protected arrow.Record, pol disclosure.Policy) ([]Row, error) {
 	nd := len(e.Dimensions)
 	trueN := map[string]int64{}
-	tn := truth.Column(nd).(*array.Int64)
+	tn, ok := truth.Column(truth.Schema().FieldIndices(disclosure.ColN)[0]).(*array.Int64)
+	if !ok {
+		return nil, fmt.Errorf("preview: the aggregate's %s is not int64", disclosure.ColN)
+	}
 	for r := 0; r < int(truth.NumRows()); r++ {
 		trueN[key(truth, nd, r)] = tn.Value(r)
 	}
-	pn := protected.Column(nd).(*array.Int64)
-	ps := protected.Column(nd + 1).(*array.Boolean)
-	rows := make([]Row, 0, protected.NumRows())
-	for r := 0; r < int(protected.NumRows()); r++ {
-		k := key(protected, nd, r)
-		row := Row{Dims: strings.Split(k, "\x00"), True: trueN[k], Suppressed: ps.Value(r)}
-		if !pn.IsNull(r) {
-			v := pn.Value(r)
-			row.Released = &v
-		}
+	dims := make([]string, nd)
+	for i, d := range e.Dimensions {
+		dims[i] = d.Name
+	}
+	ms := make([]string, len(e.Measures))
+	for i, m := range e.Measures {
+		ms[i] = m.Name
+	}
+	tbl, err := wire.ReadTable(protected, dims, ms)
+	if err != nil {
+		return nil, fmt.Errorf("preview: %w", err)
+	}
+	rows := make([]Row, 0, tbl.Len())
+	for r := 0; r < tbl.Len(); r++ {
+		c := tbl.Cell(r)
+		k := strings.Join(c.Dims, "\x00")
+		row := Row{Dims: c.Dims, True: trueN[k], Suppressed: c.Suppressed, Released: c.N}
 		switch {
 		case row.Suppressed && row.True == 0:
 			row.Reason = "empty cell: released as suppressed, like 1–4, so that no one can tell it is empty"
@@ -54,7 +65,7 @@ func Compare(e *queries.Entry, truth, protected arrow.Record, pol disclosure.Pol
 		}
 		rows = append(rows, row)
 	}
-	return rows
+	return rows, nil
 }
 
 func key(rec arrow.Record, nd, r int) string {

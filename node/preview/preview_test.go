@@ -43,7 +43,10 @@ func TestPreviewExplainsEveryCell(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer res.Table.Release()
-	rows := Compare(e, truth, res.Table, disclosure.Defaults())
+	rows, err := Compare(e, truth, res.Table, disclosure.Defaults())
+	if err != nil {
+		t.Fatal(err)
+	}
 	small, released := 0, 0
 	for _, r := range rows {
 		switch {
