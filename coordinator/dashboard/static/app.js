@@ -16,7 +16,8 @@ const T = {
     lastImport: "Senaste import", snapshot: "Dataversion", versions: "Versioner", catalog: "katalog",
     healthy: "i drift", unhealthy: "ur drift", unreachable: "nås inte", released: "frisläppt", failed: "misslyckad",
     refused: "avslagen", running: "pågår", checking: "kontrolleras", awaiting_approval: "väntar på godkännande",
-    submitted: "inskickad", approved: "godkänd", waiting: "väntar", done: "klar", retrying: "försöker igen" },
+    submitted: "inskickad", approved: "godkänd", waiting: "väntar", done: "klar", retrying: "försöker igen",
+    missing: "saknas", coverage: "Resultatet omfattar {n} av {m} förbund; saknas: {list}. Deras celler visas som \u201dsaknas\u201d, aldrig som 0." },
   en: { title: "Samsyn – county overview", period: "Period", help: "About the numbers", logout: "Sign out", login: "Sign in",
     token: "Token", signin: "Sign in", overview: "Overview", map: "Map", patterns: "Patterns", trends: "Trends",
     studies: "Studies", nodes: "Nodes", footer: "Released, protected results only (synthetic data in the demo).",
@@ -29,7 +30,8 @@ const T = {
     lastImport: "Last import", snapshot: "Data snapshot", versions: "Versions", catalog: "catalog",
     healthy: "healthy", unhealthy: "unhealthy", unreachable: "unreachable", released: "released", failed: "failed",
     refused: "refused", running: "running", checking: "checking", awaiting_approval: "awaiting approval",
-    submitted: "submitted", approved: "approved", waiting: "waiting", done: "done", retrying: "retrying" },
+    submitted: "submitted", approved: "approved", waiting: "waiting", done: "done", retrying: "retrying",
+    missing: "missing", coverage: "The result covers {n} of {m} associations; missing: {list}. Their cells show as \u201cmissing\u201d, never as 0." },
 };
 // Okabe–Ito: safe for the common forms of colour blindness.
 const PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"];
@@ -106,8 +108,21 @@ function share(part, whole) {
   return part.reduce((a, r) => a + r.n, 0) / whole.n;
 }
 
-function fmtN(n) { return n === null || n === undefined ? t("suppressed") : String(n); }
-function fmtPct(x) { return x === null ? t("suppressed") : (100 * x).toFixed(1) + " %"; }
+// missing reports a cell only associations absent from the result could fill: unknown, never 0.
+function missing(...cells) { return cells.some((c) => c && c.missing); }
+
+function fmtN(n, c) { return c && c.missing ? t("missing") : n === null || n === undefined ? t("suppressed") : String(n); }
+function fmtPct(x, c) { return c && c.missing ? t("missing") : x === null ? t("suppressed") : (100 * x).toFixed(1) + " %"; }
+
+// coverage says which associations a result lacks, when it lacks any.
+function coverage(table) {
+  const all = Object.keys(state.layout.associations);
+  const have = (table.checks && table.checks.associations) || all;
+  const lack = all.filter((a) => !have.includes(a));
+  if (!lack.length) return null;
+  const names = lack.map((a) => (state.layout.associations[a] || {})[state.lang] || a).join(", ");
+  return el("p", { class: "coverage", text: t("coverage").replace("{n}", have.length).replace("{m}", all.length).replace("{list}", names) });
+}
 
 function el(tag, attrs, ...kids) {
   const e = document.createElement(tag);
@@ -129,8 +144,8 @@ function tableEl(headers, rows) {
   for (const r of rows) {
     const tr = el("tr");
     r.forEach((v, i) => {
-      const sup = v === t("suppressed");
-      tr.appendChild(el("td", { class: (i > 0 ? "num" : "") + (sup ? " suppressed" : ""), text: v }));
+      const sup = v === t("suppressed"), miss = v === t("missing");
+      tr.appendChild(el("td", { class: (i > 0 ? "num" : "") + (sup ? " suppressed" : "") + (miss ? " missing" : ""), text: v }));
     });
     body.appendChild(tr);
   }
@@ -189,7 +204,7 @@ const PAGES = {
       names.push(label(exits, "association", a));
       wsShare.push(s1 === null ? null : 100 * s1);
       ordShare.push(s2 === null ? null : 100 * s2);
-      rows.push([label(exits, "association", a), fmtN(p ? p.n : null), fmtN(total ? total.n : null), fmtPct(s1), fmtPct(s2)]);
+      rows.push([label(exits, "association", a), fmtN(p ? p.n : null, p), fmtN(total ? total.n : null, total), fmtPct(s1, total), fmtPct(s2, total)]);
     }
     const line = (v, name, color) => ({ type: "line", label: name, data: names.map(() => v), borderColor: color, borderDash: [6, 4], pointRadius: 0, borderWidth: 2 });
     main.appendChild(card(t("overview"),
@@ -198,6 +213,7 @@ const PAGES = {
         { label: t("ordinary"), data: ordShare, backgroundColor: PALETTE[1] },
         line(30, t("target30"), PALETTE[5]), line(40, t("target40"), PALETTE[7]),
       ], { aria: t("workStudies"), options: { scales: { y: { min: 0, max: 100, title: { display: true, text: "%" } } } } }),
+      coverage(exits),
       tableEl([t("association"), t("participants"), t("exits"), t("workStudies"), t("ordinary")], rows),
       downloads(exits), parts ? downloads(parts) : null));
   },
@@ -210,12 +226,13 @@ const PAGES = {
     const measure = state.mapMeasure || "exits";
     const value = (code) => {
       const total = cell(exits, { municipality: code, outcome: "_total" });
+      if (total && total.missing) return undefined;
       if (measure === "exits") return total ? total.n : null;
       const s = share(ws.map((o) => cell(exits, { municipality: code, outcome: o })), total);
       return s === null ? null : 100 * s;
     };
     const inside = state.layout.municipalities.filter((m) => m.association);
-    const vals = inside.map((m) => value(m.code)).filter((v) => v !== null);
+    const vals = inside.map((m) => value(m.code)).filter((v) => v !== null && v !== undefined);
     const lo = Math.min(...vals), hi = Math.max(...vals);
     const colour = (v) => SEQ[Math.min(SEQ.length - 1, Math.floor(((v - lo) / ((hi - lo) || 1)) * (SEQ.length - 1)))];
     const sel = el("select", { id: "measure", "aria-label": t("measure") });
@@ -238,9 +255,11 @@ const PAGES = {
         const v = value(m.code);
         attrs["data-inside"] = "true";
         attrs["data-suppressed"] = v === null ? "true" : "false";
+        attrs["data-missing"] = v === undefined ? "true" : "false";
         if (v === null) attrs.class += " suppressed";
+        else if (v === undefined) attrs.class += " missing";
         else attrs.style += ";background:" + colour(v) + (SEQ.indexOf(colour(v)) > 3 ? ";color:#fff" : "");
-        text = v === null ? t("suppressed") : (measure === "exits" ? String(v) : v.toFixed(1) + " %");
+        text = v === undefined ? t("missing") : v === null ? t("suppressed") : (measure === "exits" ? String(v) : v.toFixed(1) + " %");
         rows.push([name, text]);
       }
       attrs["aria-label"] = name + ": " + text;
@@ -249,7 +268,7 @@ const PAGES = {
     }
     const legend = el("div", { class: "legend" }, ...SEQ.map((c) => el("span", { class: "swatch", style: "background:" + c })),
       el("span", { class: "muted", text: (measure === "exits" ? lo + " – " + hi : lo.toFixed(0) + " – " + hi.toFixed(0) + " %") }));
-    main.appendChild(card(t("map"), el("label", {}, t("measure") + " ", sel), grid, legend,
+    main.appendChild(card(t("map"), el("label", {}, t("measure") + " ", sel), coverage(exits), grid, legend,
       tableEl([t("dimension"), measure === "exits" ? t("exits") : t("workStudies")], rows), downloads(exits)));
   },
 
@@ -279,9 +298,9 @@ const PAGES = {
         const name = dims.map((d, i) => label(table, d, parts[i])).join(", ");
         names.push(name);
         shares.push(s === null ? null : 100 * s);
-        rows.push([name, fmtN(total ? total.n : null), fmtPct(s)]);
+        rows.push([name, fmtN(total ? total.n : null, total), fmtPct(s, total)]);
       }
-      main.appendChild(card(table.title[state.lang],
+      main.appendChild(card(table.title[state.lang], coverage(table),
         chart("bar", names, [{ label: t("workStudies"), data: shares, backgroundColor: PALETTE[2] },
           { type: "line", label: t("target30"), data: names.map(() => 30), borderColor: PALETTE[5], borderDash: [6, 4], pointRadius: 0 }],
         { aria: table.title[state.lang], options: { indexAxis: "x", scales: { y: { min: 0, max: 100 } } } }),
