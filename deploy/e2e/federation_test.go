@@ -566,3 +566,66 @@ func TestACohortOutsidePolicyIsRefusedAtEveryNode(t *testing.T) {
 		}
 	}
 }
+
+// TestPooledCellsWithSmallPartsAtEveryNodeAreReleased: in one quarter, each association
+// has only a few exits per referral party and outcome, fewer than 5 almost everywhere, so
+// per-node suppression would hide nearly every cell; pooled, they are released, each equal
+// to the sum of the nodes' perturbed parts (the oracle: hand-written SQL over copies of the
+// nodes' stores, the record keys and the ptable).
+func TestPooledCellsWithSmallPartsAtEveryNodeAreReleased(t *testing.T) {
+	f := startInProc(t, 400)
+	ctx := context.Background()
+	params := map[string]string{"from": "2021-07-01", "to": "2021-09-30"}
+	s, err := f.coord.Submit(ctx, &study.Request{Title: "Kvartal", Purpose: "e2e", OnNodeFailure: study.OnFailureFail,
+		Queries: []study.QueryReq{{ID: "outcome_by_referral_party", Params: params}}}, "evaluator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.approveAll(t, s)
+	if done := f.wait(t, s.ID); done.State != study.Released {
+		t.Fatalf("study ended %s", done.State)
+	}
+	want := map[string]int64{}
+	small := map[string]bool{}
+	for _, assoc := range f.coord.Federation() {
+		for g, keys := range groupKeys(t, f, assoc, `SELECT DISTINCT p.referral_party || '|' || coalesce(e.outcome, '_other'), p.participant_key
+			FROM participant p JOIN episode e USING (participant_key) WHERE e.exit_date BETWEEN DATE '2021-07-01' AND DATE '2021-09-30'`) {
+			want[g] += perturbed(assoc, keys)
+			if _, seen := small[g]; !seen {
+				small[g] = true
+			}
+			small[g] = small[g] && len(keys) < 5
+		}
+	}
+	res, err := f.store.Results(ctx, s.ID)
+	if err != nil || len(res) != 1 {
+		t.Fatalf("results: %v", err)
+	}
+	rel, err := coordinator.Decode(res[0].Release)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rel.Release()
+	e, _ := f.coord.Catalog().Get("outcome_by_referral_party")
+	tbl := readTable(t, e, rel)
+	released := 0
+	for i := 0; i < tbl.Len(); i++ {
+		k, c := tbl.Key(i), tbl.Cell(i)
+		w, ok := want[k]
+		if !ok || !small[k] {
+			continue
+		}
+		switch {
+		case w >= 5 && (c.N == nil || *c.N != w):
+			t.Fatalf("%s: every node's part is below 5, pooled %d, released %v", k, w, c.N)
+		case w < 5 && !c.Suppressed:
+			t.Fatalf("%s: pooled %d released", k, w)
+		case w >= 5:
+			released++
+		}
+	}
+	if released < 10 {
+		t.Fatalf("only %d cells with small parts at every node were released", released)
+	}
+	t.Logf("%d cells with parts below 5 at every node released pooled", released)
+}
