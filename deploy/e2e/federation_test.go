@@ -303,6 +303,8 @@ func TestInProcessFederationReleasesProtectedSumsOfTheNodesPerturbedCells(t *tes
 			case want < 0:
 			case want < 5 && !c.Suppressed:
 				t.Fatalf("%s %s: released %v, the oracle says suppressed (%d)", r.QueryID, k, c.N, want)
+			case want >= 5 && c.Suppressed && r.QueryID == "outcome_by_referral_party":
+				// a secondary suppression may hide a margin's part; never an association's row
 			case want >= 5 && (c.Suppressed || c.N == nil || *c.N != want):
 				t.Fatalf("%s %s: released %v, the oracle says %d", r.QueryID, k, c.N, want)
 			default:
@@ -616,6 +618,8 @@ func TestPooledCellsWithSmallPartsAtEveryNodeAreReleased(t *testing.T) {
 			continue
 		}
 		switch {
+		case w >= 5 && c.Suppressed:
+			// a secondary suppression, protecting a small neighbour
 		case w >= 5 && (c.N == nil || *c.N != w):
 			t.Fatalf("%s: every node's part is below 5, pooled %d, released %v", k, w, c.N)
 		case w < 5 && !c.Suppressed:

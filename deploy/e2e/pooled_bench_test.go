@@ -152,15 +152,30 @@ func BenchmarkReleasedShareAcrossTheCatalog(b *testing.B) {
 				truth[keyOrTotal(agg, nd, i)] = agg.Column(nd).(*array.Int64).Value(i)
 			}
 			agg.Release()
-			res, err := cx.Run(ctx, e, bound)
-			if err != nil && !errors.Is(err, disclosure.ErrTooSparse) {
+			// The central table: every participant in one place, protected once by the same
+			// rules as the pooled release (one contributor, no masks).
+			layout, err := e.Layout()
+			if err != nil {
 				b.Fatal(err)
 			}
-			if err == nil {
-				centralT.add(b, e, truth, res.Table)
-				res.Table.Release()
-			} else {
+			cagg, err := cx.Aggregate(ctx, e, bound)
+			if err != nil {
+				b.Fatal(err)
+			}
+			vec, _, err := disclosure.Contribute(cagg, layout, pol, nil)
+			cagg.Release()
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctable, _, err := disclosure.ProtectPooled(memory.DefaultAllocator, layout, vec, pol, e.Coverage(fed, fed))
+			switch {
+			case errors.Is(err, disclosure.ErrTooSparse):
 				centralT.add(b, e, truth, nil)
+			case err != nil:
+				b.Fatal(err)
+			default:
+				centralT.add(b, e, truth, ctable)
+				ctable.Release()
 			}
 			pooledT.add(b, e, truth, pooled[q.ID])
 			var inputs []merge.Input

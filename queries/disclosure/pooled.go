@@ -193,12 +193,32 @@ var ErrNoise = errors.New("pooled cells are not counts: the masks did not cancel
 // maxPooledCount bounds a plausible pooled count; a masked value is almost surely above it.
 const maxPooledCount = 1 << 40
 
+// Kinds of a pooled cell's outcome.
+const (
+	kindReleased = iota
+	kindSuppressed
+	kindSecondary // released by the threshold, suppressed to protect a suppressed neighbour
+	kindStructural
+	kindMissing
+	kindDropped // a cell of Other below the threshold: not in the output
+)
+
+type decision struct {
+	kind          int
+	n             int64
+	present       int
+	measures      []*float64
+	smallNonEmpty bool // suppressed with a pooled count of 1 to threshold−1
+}
+
 // ProtectPooled applies disclosure control once, to the pooled perturbed cells of a cohort:
 // a count below the threshold is suppressed (empty cells too); a structurally impossible
 // cell is 0 only when nobody could fill it; a cell only missing associations could fill is
 // marked missing, never 0; means need MeanMinN and pass a dominance check bounded from the
-// sum of squares (the two largest of n values are at most √(2·Σx²)); and the table is
-// refused whole when most of its non-empty cells would be suppressed. Cells of Other are
+// sum of squares (the two largest of n values are at most √(2·Σx²)); where a margin would
+// let a suppressed non-empty cell be computed from its released neighbours, the smallest
+// neighbour is suppressed too (secondary suppression); and the table is refused whole when
+// most of its non-empty cells would be suppressed by the threshold. Cells of Other are
 // released only where their count is. The output has the dimension columns, n, suppressed,
 // the measures, then ColMissing and ColAssociations.
 func ProtectPooled(mem memory.Allocator, l *Layout, pooled []uint64, pol Policy, cover Coverage) (arrow.Record, Report, error) {
@@ -220,6 +240,64 @@ func ProtectPooled(mem memory.Allocator, l *Layout, pooled []uint64, pol Policy,
 			}
 		}
 	}
+	ds := make([]decision, len(l.cells))
+	for i, dims := range l.cells {
+		base := i * stride
+		d := &ds[i]
+		d.n = int64(pooled[base])
+		isOther := false
+		for _, v := range dims {
+			isOther = isOther || v == Other
+		}
+		could, present := cover(l.cellMap(i))
+		d.present = present
+		switch {
+		case could == 0:
+			d.kind = kindStructural
+			continue
+		case present == 0:
+			d.kind = kindMissing
+			continue
+		}
+		if d.n > 0 {
+			rep.NonEmpty++
+		}
+		if d.n < int64(pol.Threshold) {
+			d.kind, d.smallNonEmpty = kindSuppressed, d.n > 0
+			if isOther {
+				d.kind = kindDropped
+			}
+			rep.Suppressed++
+			if d.n > 0 {
+				rep.SuppressedNonEmpty++
+			}
+			continue
+		}
+		d.measures = make([]*float64, nm)
+		for j, m := range spec.Measures {
+			s := base + 1 + 4*j
+			count := int64(pooled[s])
+			sum, abs, sq := unfixed(pooled[s+1]), unfixed(pooled[s+2]), unfixed(pooled[s+3])
+			if count < int64(pol.MeanMinN) || d.n < int64(pol.MeanMinN) || (abs > 0 && math.Sqrt(2*math.Max(sq, 0)) > pol.DominanceShare*abs) {
+				rep.MeasuresSuppressed++
+				continue
+			}
+			v := sum
+			if m.Agg == "mean" {
+				v = sum / float64(count)
+			}
+			v = math.Round(v*10) / 10
+			d.measures[j] = &v
+		}
+	}
+	if rep.NonEmpty > 0 && float64(rep.SuppressedNonEmpty) > pol.MaxSuppressedShare*float64(rep.NonEmpty) {
+		return nil, rep, fmt.Errorf("%w: %d of %d (more than %.0f %%)", ErrTooSparse, rep.SuppressedNonEmpty, rep.NonEmpty, 100*pol.MaxSuppressedShare)
+	}
+	if spec.Totals {
+		rep.SecondarySuppressed = l.complement(ds)
+		rep.Suppressed += rep.SecondarySuppressed
+	}
+
 	fields := make([]arrow.Field, 0, nd+4+nm)
 	for _, d := range spec.Dimensions {
 		fields = append(fields, arrow.Field{Name: d.Name, Type: arrow.BinaryTypes.String})
@@ -240,78 +318,98 @@ func ProtectPooled(mem memory.Allocator, l *Layout, pooled []uint64, pol Policy,
 	sb := b.Field(nd + 1).(*array.BooleanBuilder)
 	mb := b.Field(nd + 2 + nm).(*array.BooleanBuilder)
 	ab := b.Field(nd + 3 + nm).(*array.Int64Builder)
-	nullMeasures := func() {
-		for j := 0; j < nm; j++ {
-			b.Field(nd + 2 + j).(*array.Float64Builder).AppendNull()
-		}
-	}
 	for i, dims := range l.cells {
-		base := i * stride
-		n := int64(pooled[base])
-		isOther := false
-		for _, v := range dims {
-			isOther = isOther || v == Other
-		}
-		if isOther && n < int64(pol.Threshold) {
+		d := ds[i]
+		if d.kind == kindDropped {
 			continue
 		}
-		could, present := cover(l.cellMap(i))
 		rep.Cells++
 		for k := range dims {
 			b.Field(k).(*array.StringBuilder).Append(dims[k])
 		}
-		ab.Append(int64(present))
-		switch {
-		case could == 0:
+		ab.Append(int64(d.present))
+		mb.Append(d.kind == kindMissing)
+		switch d.kind {
+		case kindStructural:
 			rep.StructuralZeros++
 			nb.Append(0)
-			sb.Append(false)
-			nullMeasures()
-			mb.Append(false)
-			continue
-		case present == 0:
+		case kindReleased:
+			nb.Append(d.n)
+		default:
+			nb.AppendNull()
+		}
+		if d.kind == kindMissing {
 			rep.Missing++
-			nb.AppendNull()
-			sb.Append(false)
-			nullMeasures()
-			mb.Append(true)
-			continue
 		}
-		mb.Append(false)
-		if n > 0 {
-			rep.NonEmpty++
-		}
-		if n < int64(pol.Threshold) {
-			rep.Suppressed++
-			if n > 0 {
-				rep.SuppressedNonEmpty++
-			}
-			nb.AppendNull()
-			sb.Append(true)
-			nullMeasures()
-			continue
-		}
-		nb.Append(n)
-		sb.Append(false)
-		for j, m := range spec.Measures {
+		sb.Append(d.kind == kindSuppressed || d.kind == kindSecondary)
+		for j := 0; j < nm; j++ {
 			fb := b.Field(nd + 2 + j).(*array.Float64Builder)
-			s := base + 1 + 4*j
-			count := int64(pooled[s])
-			sum, abs, sq := unfixed(pooled[s+1]), unfixed(pooled[s+2]), unfixed(pooled[s+3])
-			if count < int64(pol.MeanMinN) || n < int64(pol.MeanMinN) || (abs > 0 && math.Sqrt(2*math.Max(sq, 0)) > pol.DominanceShare*abs) {
-				rep.MeasuresSuppressed++
+			if d.kind == kindReleased && d.measures[j] != nil {
+				fb.Append(*d.measures[j])
+			} else {
 				fb.AppendNull()
-				continue
 			}
-			v := sum
-			if m.Agg == "mean" {
-				v = sum / float64(count)
-			}
-			fb.Append(math.Round(v*10) / 10)
 		}
-	}
-	if rep.NonEmpty > 0 && float64(rep.SuppressedNonEmpty) > pol.MaxSuppressedShare*float64(rep.NonEmpty) {
-		return nil, rep, fmt.Errorf("%w: %d of %d (more than %.0f %%)", ErrTooSparse, rep.SuppressedNonEmpty, rep.NonEmpty, 100*pol.MaxSuppressedShare)
 	}
 	return b.NewRecord(), rep, nil
+}
+
+// maxComplementRounds bounds the passes of secondary suppression (each pass only adds).
+const maxComplementRounds = 32
+
+// complement applies secondary suppression: in every line of the table (the cells that
+// differ in one dimension only, with that dimension's margin), a margin that is released
+// while exactly one cell of the line is an unknown small count would give that count away by
+// subtraction, so the smallest released cell of the line is suppressed too. A secondary
+// suppression is itself an unknown in its other lines, so passes repeat until none adds
+// anything. Suppressed cells whose pooled count is 0 are not protected this way: what
+// subtraction tells of them is "about none", under the noise of every cell in the line. It
+// returns the number of cells it suppressed.
+func (l *Layout) complement(ds []decision) int {
+	nd := len(l.spec.Dimensions)
+	unknown := func(d decision) bool {
+		return d.kind == kindSecondary || (d.kind == kindSuppressed || d.kind == kindDropped) && d.smallNonEmpty
+	}
+	added := 0
+	for range maxComplementRounds {
+		changed := false
+		for dim := 0; dim < nd; dim++ {
+			lines := map[string][]int{}
+			for i, dims := range l.cells {
+				k := make([]string, nd)
+				copy(k, dims)
+				k[dim] = "\x01"
+				key := strings.Join(k, "\x00")
+				lines[key] = append(lines[key], i)
+			}
+			for _, idx := range lines {
+				margin, unknowns, best := -1, 0, -1
+				for _, i := range idx {
+					if l.cells[i][dim] == Total {
+						margin = i
+						continue
+					}
+					if unknown(ds[i]) {
+						unknowns++
+					}
+					if ds[i].kind == kindReleased && (best < 0 || ds[i].n < ds[best].n) {
+						best = i
+					}
+				}
+				if margin < 0 || ds[margin].kind != kindReleased || unknowns != 1 {
+					continue
+				}
+				if best < 0 {
+					best = margin
+				}
+				ds[best].kind = kindSecondary
+				added++
+				changed = true
+			}
+		}
+		if !changed {
+			break
+		}
+	}
+	return added
 }

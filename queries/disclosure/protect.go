@@ -91,6 +91,9 @@ type Report struct {
 	StructuralZeros    int `json:"structural_zeros"`
 	MeasuresSuppressed int `json:"measures_suppressed"`
 	Missing            int `json:"missing,omitempty"` // pooled cells only missing associations could fill
+	// SecondarySuppressed counts cells suppressed only to protect a suppressed neighbour
+	// (included in Suppressed).
+	SecondarySuppressed int `json:"secondary_suppressed,omitempty"`
 }
 
 // ErrTooSparse refuses a table in which too many non-empty cells would be suppressed.
