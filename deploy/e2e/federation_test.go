@@ -17,6 +17,7 @@ import (
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"github.com/apache/arrow/go/v17/arrow/memory"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -27,6 +28,7 @@ import (
 	"github.com/samsyn/samsyn/coordinator/study"
 	"github.com/samsyn/samsyn/node"
 	"github.com/samsyn/samsyn/node/config"
+	"github.com/samsyn/samsyn/node/importer"
 	"github.com/samsyn/samsyn/node/nodetest"
 	"github.com/samsyn/samsyn/node/store"
 	"github.com/samsyn/samsyn/queries"
@@ -36,6 +38,7 @@ import (
 	"github.com/samsyn/samsyn/queries/wire"
 	"github.com/samsyn/samsyn/queries/wire/mtls"
 	"github.com/samsyn/samsyn/schemas"
+	"github.com/samsyn/samsyn/schemas/synth"
 )
 
 // inproc is a federation of real node servers and a coordinator in this process.
@@ -49,6 +52,10 @@ type inproc struct {
 	stopNode   map[string]context.CancelFunc
 }
 
+// startInProc runs a federation in this process: real node servers on loopback with mutual
+// TLS, real stores, a real coordinator. perNode participants per association come from
+// nodetest.Seed; perNode 0 imports the demo's synthetic exports instead (1,900 participants,
+// seed 1, associations of their real relative sizes).
 func startInProc(t testing.TB, perNode int, onlyAssoc ...string) *inproc {
 	t.Helper()
 	f := &inproc{dir: t.TempDir(), assocKeys: map[string]ed25519.PrivateKey{}, stopNode: map[string]context.CancelFunc{}}
@@ -94,6 +101,11 @@ func startInProc(t testing.TB, perNode int, onlyAssoc ...string) *inproc {
 		associations = onlyAssoc
 	}
 	secretOf := func(assoc string) []byte { return []byte("secret-of-" + assoc + "-0123456789") }
+	if perNode <= 0 {
+		if _, err := synth.Write(context.Background(), filepath.Join(f.dir, "exports"), synth.Options{Participants: 1900, Seed: 1, Format: "csv"}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var peers strings.Builder
 	peers.WriteString("aggregation:\n  min_cohort: 2\n  max_cohorts: 4\n  peers:\n")
 	for _, assoc := range associations {
@@ -121,7 +133,18 @@ func startInProc(t testing.TB, perNode int, onlyAssoc ...string) *inproc {
 		if err != nil {
 			t.Fatal(err)
 		}
-		nodetest.Seed(t, st.DB(), assoc, perNode)
+		if perNode > 0 {
+			nodetest.Seed(t, st.DB(), assoc, perNode)
+		} else {
+			// The demo federation's data: the synthetic exports, imported as an operator would.
+			im := importer.New(st, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+			for _, table := range schemas.V1().TableNames() {
+				file := filepath.Join(f.dir, "exports", assoc, table+".csv")
+				if _, err := im.Import(context.Background(), importer.Options{Table: table, Files: []string{file}, Association: assoc, Secret: secretOf(assoc)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
 		st.Close()
 		serverTLS, err := mtls.ServerConfig(nf, mtls.CoordinatorIdentity("region"))
 		if err != nil {

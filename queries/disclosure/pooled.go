@@ -35,9 +35,11 @@ func unfixed(u uint64) float64 { return float64(int64(u)) / fixedScale }
 // derive from the catalog entry alone. A contribution is a vector of Layout.Len() integers:
 // per cell, Stride() slots.
 //
-// Slot 0 of a cell is its perturbed count; measure j adds four slots from 1+4j: its
-// perturbed contributor count, and in fixed point its sum, its sum of absolute values and
-// its sum of squares.
+// Slot 0 of a cell is its perturbed count; slot 1 its veto (1 from a node that alone can fill
+// the cell and holds fewer than the threshold there, so the pooled cell is suppressed as the
+// node's own release would be); measure j adds four slots from 2+4j: its perturbed
+// contributor count, and in fixed point its sum, its sum of absolute values and its sum of
+// squares.
 type Layout struct {
 	spec  Spec
 	cells [][]string
@@ -88,7 +90,7 @@ func NewLayout(spec Spec) (*Layout, error) {
 }
 
 // Stride is the number of slots per cell.
-func (l *Layout) Stride() int { return 1 + 4*len(l.spec.Measures) }
+func (l *Layout) Stride() int { return 2 + 4*len(l.spec.Measures) }
 
 // Cells is the number of cells in the frame.
 func (l *Layout) Cells() int { return len(l.cells) }
@@ -121,10 +123,10 @@ func (l *Layout) cellMap(i int) map[string]string {
 // every count perturbed with the cell key method from the node's own record keys (the same
 // records get the same noise in every query and cohort), no suppression, measure sums in
 // fixed point. A cell that exclusive reports (one only this node can fill: its own
-// municipalities, its own row) is protected as in the node's own release: if that release
-// would suppress its count, or a measure, the contribution is zero there, so pooling never
-// shows of such a cell more than the node alone would. An empty cell contributes zero in
-// every slot: no fixed offset.
+// municipalities, its own row) is protected as in the node's own release: where that release
+// would suppress its count the node sets the cell's veto, and where it would withhold a
+// measure the node contributes none of it, so pooling never shows of such a cell more than
+// the node alone would. An empty cell contributes zero in every slot: no fixed offset.
 func Contribute(in arrow.Record, l *Layout, pol Policy, exclusive func(cell map[string]string) bool) ([]uint64, Report, error) {
 	var rep Report
 	pt := pol.PTable()
@@ -152,13 +154,14 @@ func Contribute(in arrow.Record, l *Layout, pol Policy, exclusive func(cell map[
 		rep.NonEmpty++
 		released := pt.Perturb(c.n, c.key)
 		excl := exclusive != nil && exclusive(l.cellMap(i))
+		base := i * stride
+		vec[base] = uint64(released)
 		if excl && (released < int64(pol.Threshold) || c.n < int64(pol.Threshold)) {
 			rep.Suppressed++
 			rep.SuppressedNonEmpty++
+			vec[base+1] = 1
 			continue
 		}
-		base := i * stride
-		vec[base] = uint64(released)
 		for j, m := range l.spec.Measures {
 			mi := c.measures[j]
 			if math.IsNaN(mi.sq) {
@@ -173,7 +176,7 @@ func Contribute(in arrow.Record, l *Layout, pol Policy, exclusive func(cell map[
 					continue
 				}
 			}
-			s := base + 1 + 4*j
+			s := base + 2 + 4*j
 			vec[s] = uint64(pt.Perturb(mi.count, c.key))
 			vec[s+1], vec[s+2], vec[s+3] = fixed(mi.sum), fixed(mi.abs), fixed(mi.sq)
 		}
@@ -235,7 +238,7 @@ func ProtectPooled(mem memory.Allocator, l *Layout, pooled []uint64, pol Policy,
 	for i := range l.cells {
 		for s := 0; s < stride; s++ {
 			v := pooled[i*stride+s]
-			if (s == 0 || (s-1)%4 == 0) && v > maxPooledCount {
+			if (s < 2 || (s-2)%4 == 0) && v > maxPooledCount {
 				return nil, rep, ErrNoise
 			}
 		}
@@ -245,6 +248,7 @@ func ProtectPooled(mem memory.Allocator, l *Layout, pooled []uint64, pol Policy,
 		base := i * stride
 		d := &ds[i]
 		d.n = int64(pooled[base])
+		veto := pooled[base+1] > 0
 		isOther := false
 		for _, v := range dims {
 			isOther = isOther || v == Other
@@ -262,8 +266,8 @@ func ProtectPooled(mem memory.Allocator, l *Layout, pooled []uint64, pol Policy,
 		if d.n > 0 {
 			rep.NonEmpty++
 		}
-		if d.n < int64(pol.Threshold) {
-			d.kind, d.smallNonEmpty = kindSuppressed, d.n > 0
+		if d.n < int64(pol.Threshold) || veto {
+			d.kind, d.smallNonEmpty = kindSuppressed, d.n > 0 || veto
 			if isOther {
 				d.kind = kindDropped
 			}
@@ -275,7 +279,7 @@ func ProtectPooled(mem memory.Allocator, l *Layout, pooled []uint64, pol Policy,
 		}
 		d.measures = make([]*float64, nm)
 		for j, m := range spec.Measures {
-			s := base + 1 + 4*j
+			s := base + 2 + 4*j
 			count := int64(pooled[s])
 			sum, abs, sq := unfixed(pooled[s+1]), unfixed(pooled[s+2]), unfixed(pooled[s+3])
 			if count < int64(pol.MeanMinN) || d.n < int64(pol.MeanMinN) || (abs > 0 && math.Sqrt(2*math.Max(sq, 0)) > pol.DominanceShare*abs) {
@@ -359,12 +363,12 @@ const maxComplementRounds = 32
 
 // complement applies secondary suppression: in every line of the table (the cells that
 // differ in one dimension only, with that dimension's margin), a margin that is released
-// while exactly one cell of the line is an unknown small count would give that count away by
-// subtraction, so the smallest released cell of the line is suppressed too. A secondary
+// while exactly one cell of the line is suppressed would give that cell away by subtraction, so the smallest released cell of the line is suppressed too. A secondary
 // suppression is itself an unknown in its other lines, so passes repeat until none adds
-// anything. Suppressed cells whose pooled count is 0 are not protected this way: what
-// subtraction tells of them is "about none", under the noise of every cell in the line. It
-// returns the number of cells it suppressed.
+// anything. A suppressed cell counts as unknown when it is non-empty as far as the pool can
+// tell (a pooled count above 0, or a node's veto); of one whose pooled count is 0, what
+// subtraction tells is "about none", under the noise of every cell in the line. It returns
+// the number of cells it suppressed.
 func (l *Layout) complement(ds []decision) int {
 	nd := len(l.spec.Dimensions)
 	unknown := func(d decision) bool {

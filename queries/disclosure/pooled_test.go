@@ -354,7 +354,7 @@ func TestNoMarginGivesASmallSuppressedCellAway(t *testing.T) {
 			if r.IntN(3) == 0 {
 				v = int64(r.IntN(5))
 			}
-			vec[i] = uint64(v)
+			vec[i*l.Stride()] = uint64(v)
 			val[c[0]+"|"+c[1]] = v
 		}
 		// margins as sums of the inner cells
@@ -370,7 +370,7 @@ func TestNoMarginGivesASmallSuppressedCellAway(t *testing.T) {
 					sum += v
 				}
 			}
-			vec[i] = uint64(sum)
+			vec[i*l.Stride()] = uint64(sum)
 		}
 		out, rep, err := ProtectPooled(memory.DefaultAllocator, l, vec, Defaults(), func(map[string]string) (int, int) { return 2, 2 })
 		if errors.Is(err, ErrTooSparse) {
