@@ -381,15 +381,6 @@ func readTable(t testing.TB, e *queries.Entry, rec arrow.Record) *wire.Table {
 	return tbl
 }
 
-// key names a cell by its dimension values.
-func key(rec arrow.Record, nd, i int) string {
-	parts := make([]string, nd)
-	for d := range parts {
-		parts[d] = rec.Column(d).(*array.String).Value(i)
-	}
-	return strings.Join(parts, "|")
-}
-
 func TestANodeDownGivesAMarkedPartialResultOrAFailure(t *testing.T) {
 	f := startInProc(t, 300, "hbs", "varna", "roslagen")
 	f.stopNode["varna"]()

@@ -97,3 +97,70 @@ func (c *releaseCache) clear() {
 	c.order.Init()
 	c.items = map[string]*list.Element{}
 }
+
+// contributionCache keeps recent unmasked contributions, keyed as releaseCache is (and by
+// the federation, which decides the cells only this node can fill). Like the protected
+// tables, a contribution is a deterministic function of its key, so a repeat reveals nothing
+// new; it never leaves the node unmasked, and each round masks it afresh.
+type contributionCache struct {
+	mu    sync.Mutex
+	max   int
+	order *list.List
+	items map[string]*list.Element
+}
+
+type cachedContribution struct {
+	key string
+	c   Contribution
+}
+
+func newContributionCache(max int) *contributionCache {
+	return &contributionCache{max: max, order: list.New(), items: map[string]*list.Element{}}
+}
+
+// get returns a copy of a cached contribution.
+func (c *contributionCache) get(key string) (*Contribution, bool) {
+	if c.max <= 0 {
+		return nil, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	el, ok := c.items[key]
+	if !ok {
+		return nil, false
+	}
+	c.order.MoveToFront(el)
+	out := el.Value.(*cachedContribution).c
+	out.Vector = append([]uint64(nil), out.Vector...)
+	return &out, true
+}
+
+func (c *contributionCache) put(key string, v *Contribution) {
+	if c.max <= 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.items[key]; ok {
+		c.order.MoveToFront(el)
+		return
+	}
+	cp := *v
+	cp.Vector = append([]uint64(nil), v.Vector...)
+	c.items[key] = c.order.PushFront(&cachedContribution{key: key, c: cp})
+	for c.order.Len() > c.max {
+		last := c.order.Back()
+		c.order.Remove(last)
+		delete(c.items, last.Value.(*cachedContribution).key)
+	}
+}
+
+func (c *contributionCache) clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, el := range c.items {
+		clear(el.Value.(*cachedContribution).c.Vector)
+	}
+	c.order.Init()
+	clear(c.items)
+}
