@@ -3,11 +3,13 @@ package e2e
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -213,7 +215,7 @@ func TestDemoE2EStartsServesStopsAndLeavesNothingBehind(t *testing.T) {
 		t.Fatalf("the restart did not reuse the federation:\n%s", d.output())
 	}
 	getJSON(t, creds.Coordinator+"/api/v1/studies", creds.Tokens["admin"], &studies)
-	if len(studies) != 5 { // the four standard studies and the one run through the CLI
+	if len(studies) != 6 { // the four standard studies and the two run through the CLI
 		t.Fatalf("the restart seeded studies again: %d", len(studies))
 	}
 	// Killed outright, the demo cannot clean up: the kernel must stop its children.
@@ -305,6 +307,60 @@ on_node_failure: partial
 			t.Fatalf("%s download: %v", format, err)
 		}
 	}
+	// Roslagen refuses: the study is pooled over the other seven, and Roslagen's six
+	// municipalities are missing from the result, never zero.
+	out = run(tokens["evaluator"], "study", "submit", file)
+	lines = strings.Split(strings.TrimSpace(out), "\n")
+	id = lines[len(lines)-1]
+	for role, token := range tokens {
+		assoc, ok := strings.CutPrefix(role, "association:")
+		switch {
+		case !ok:
+		case assoc == "roslagen":
+			run(token, "study", "refuse", id, "--association", assoc, "--reason", "e2e: not this time")
+		default:
+			run(token, "study", "approve", id, "--association", assoc, "--key", filepath.Join(dir, "keys", assoc+".key"))
+		}
+	}
+	if status := run(tokens["evaluator"], "study", "status", id, "--watch"); !strings.Contains(status, "released") {
+		t.Fatalf("status: %s", status)
+	}
+	jsonFile := filepath.Join(t.TempDir(), "partial.json")
+	run(tokens["evaluator"], "study", "results", id, "--format", "json", "--out", jsonFile)
+	var partial struct {
+		Rows   []map[string]any `json:"rows"`
+		Checks struct {
+			Associations []string `json:"associations"`
+			Pooled       bool     `json:"pooled"`
+		} `json:"checks"`
+	}
+	raw, _ := os.ReadFile(jsonFile)
+	if err := json.Unmarshal(raw, &partial); err != nil {
+		t.Fatal(err)
+	}
+	if len(partial.Checks.Associations) != 7 || slices.Contains(partial.Checks.Associations, "roslagen") || !partial.Checks.Pooled {
+		t.Fatalf("partial result checks: %+v", partial.Checks)
+	}
+	roslagen := map[string]bool{"0115": true, "0117": true, "0160": true, "0162": true, "0187": true, "0188": true}
+	missingRows := 0
+	for _, r := range partial.Rows {
+		if !roslagen[fmt.Sprint(r["municipality"])] {
+			continue
+		}
+		if r["missing"] != true || r["n"] != nil {
+			t.Fatalf("a municipality of the refusing association is not marked missing: %v", r)
+		}
+		missingRows++
+	}
+	if missingRows != 6*7 { // six municipalities, each outcome and its total
+		t.Fatalf("%d missing rows for Roslagen's municipalities", missingRows)
+	}
+	csvFile := filepath.Join(t.TempDir(), "partial.csv")
+	run(tokens["evaluator"], "study", "results", id, "--format", "csv", "--out", csvFile)
+	if csv, _ := os.ReadFile(csvFile); !strings.Contains(strings.SplitN(string(csv), "\n", 2)[0], "missing") {
+		t.Fatalf("the CSV download does not carry the missing flag: %s", strings.SplitN(string(csv), "\n", 2)[0])
+	}
+
 	// A steering-group token may read the release but not submit.
 	cmd := exec.Command(bin, "study", "submit", file)
 	cmd.Env = append(os.Environ(), "SAMSYN_COORDINATOR="+coordinator, "SAMSYN_TOKEN="+tokens["steering"])
