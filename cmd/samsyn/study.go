@@ -352,9 +352,12 @@ func renderTable(t *api.Table) string {
 			code := r[d.Name].(string)
 			fmt.Fprintf(tw, "%s\t", t.Labels[d.Name][code].SV)
 		}
-		if r["n"] == nil {
+		switch {
+		case r["missing"] == true:
+			fmt.Fprint(tw, "saknas\t")
+		case r["n"] == nil:
 			fmt.Fprint(tw, "färre än 5\t")
-		} else {
+		default:
 			fmt.Fprintf(tw, "%v\t", r["n"])
 		}
 		for _, m := range t.Measures {
@@ -367,5 +370,21 @@ func renderTable(t *api.Table) string {
 		fmt.Fprintln(tw)
 	}
 	tw.Flush()
+	var checks struct {
+		Associations []string `json:"associations"`
+		Missing      []string `json:"missing_associations"`
+		Pooled       bool     `json:"pooled"`
+	}
+	if json.Unmarshal(t.Checks, &checks) == nil {
+		how := "skyddad i förbundets nod"
+		if checks.Pooled {
+			how = "skyddad en gång, efter säker summering"
+		}
+		fmt.Fprintf(&b, "\n%d förbund i resultatet (%s)", len(checks.Associations), how)
+		if len(checks.Missing) > 0 {
+			fmt.Fprintf(&b, "; svarade inte: %s", strings.Join(checks.Missing, ", "))
+		}
+		b.WriteString(". \"saknas\": bara förbund utanför resultatet kunde ha deltagare där.\n")
+	}
 	return b.String()
 }
