@@ -26,6 +26,9 @@ type Policy struct {
 	// MaxDeviation and Variance of the cell-key noise (used unless a ptable is loaded).
 	MaxDeviation int     `yaml:"max_deviation" json:"max_deviation"`
 	Variance     float64 `yaml:"variance" json:"variance"`
+	// Monotone builds the monotone variant of the table (NewMonotonePTable): no count is
+	// more likely to be released one lower than as itself.
+	Monotone bool `yaml:"monotone" json:"monotone,omitempty"`
 
 	ptable *PTable
 }
@@ -65,6 +68,8 @@ func (p Policy) Check() error {
 	}
 	pt := p.PTable()
 	switch {
+	case pt == nil && p.Monotone:
+		bad = append(bad, fmt.Sprintf("no monotone perturbation table keeps variance %g with max_deviation %d (raise max_deviation or set monotone: false)", p.Variance, p.MaxDeviation))
 	case pt == nil:
 		bad = append(bad, "no perturbation table")
 	case pt.V < d.Variance-1e-9:
@@ -79,10 +84,14 @@ func (p Policy) Check() error {
 // PTable returns the perturbation table: the loaded one, or the one built from
 // MaxDeviation and Variance.
 func (p Policy) PTable() *PTable {
-	if p.ptable != nil && (p.ptable.D == p.MaxDeviation && p.ptable.V == p.Variance || p.ptable.loaded) {
+	if p.ptable != nil && (p.ptable.D == p.MaxDeviation && p.ptable.V == p.Variance && p.ptable.Monotone == p.Monotone || p.ptable.loaded) {
 		return p.ptable
 	}
-	pt, err := NewPTable(p.MaxDeviation, p.Variance)
+	build := NewPTable
+	if p.Monotone {
+		build = NewMonotonePTable
+	}
+	pt, err := build(p.MaxDeviation, p.Variance)
 	if err != nil {
 		return nil
 	}
@@ -113,6 +122,9 @@ func (p Policy) Params() string {
 		"method": "cell_key", "threshold": p.Threshold, "max_suppressed_share": p.MaxSuppressedShare,
 		"mean_min_n": p.MeanMinN, "dominance_n": p.DominanceN, "dominance_share": p.DominanceShare,
 		"max_deviation": p.MaxDeviation, "variance": p.Variance,
+	}
+	if p.Monotone {
+		out["monotone"] = true
 	}
 	if pt := p.PTable(); pt != nil {
 		out["ptable"] = pt.Hash()

@@ -29,6 +29,9 @@ type PTable struct {
 	D    int     // maximum deviation
 	V    float64 // target variance of the noise
 	IMax int
+	// Monotone tables keep p(i→i−1) ≤ p(i→i) in every row: a small count is never more likely
+	// to be released one lower than as itself.
+	Monotone bool
 
 	loaded bool      // read from a file rather than built from D and V
 	rows   [][]Entry // by i, entries ascending by j
@@ -38,20 +41,43 @@ type PTable struct {
 // noise variance v: for every count i ≥ 1 the noise has mean zero and variance v on the
 // support max(-i, -d)..d (so no result is negative), with the distribution of largest
 // entropy among those; zero stays zero. Row d+1 covers all counts above d.
-func NewPTable(d int, v float64) (*PTable, error) {
+//
+// This is the table the sdcTools ptable R package builds with mono=FALSE (equal to 1e-10 for
+// D=2, V=1, checked against the package's own code). Its default, mono=TRUE, differs in the
+// truncated rows of small counts; NewMonotonePTable is our monotone variant.
+func NewPTable(d int, v float64) (*PTable, error) { return newPTable(d, v, false) }
+
+// NewMonotonePTable builds the perturbation table as NewPTable does, but where a row's
+// maximum-entropy distribution would release a count one lower more often than unchanged
+// (p(i→i−1) > p(i→i), which happens in the truncated rows of small counts), it takes the
+// distribution of largest entropy with p(i→i−1) = p(i→i), mean zero and the same variance v.
+// For D=2, V=1 row 1 is then (3/8, 3/8, 1/8, 1/8) for 0, 1, 2, 3. The sdcTools package's
+// mono=TRUE table is built by another optimiser and, by the package's own run, gives up some
+// variance in row 1 (0.93); this variant keeps the variance and so the protection of every
+// row, and refuses a (d, v) where the tie cannot keep it (for D=2, V above 1.2; for D=3, a
+// count of 1 reaches 12/7 at most). It was not compared number by number with the package:
+// the package is not on this machine.
+func NewMonotonePTable(d int, v float64) (*PTable, error) { return newPTable(d, v, true) }
+
+func newPTable(d int, v float64, monotone bool) (*PTable, error) {
 	if d < 1 || d > 10 {
 		return nil, fmt.Errorf("ptable: maximum deviation %d: expected 1 to 10", d)
 	}
 	if v <= 0 || v > float64(d*d) {
 		return nil, fmt.Errorf("ptable: variance %g: expected more than 0 and at most D² = %d", v, d*d)
 	}
-	pt := &PTable{D: d, V: v, IMax: d + 1, rows: make([][]Entry, d+2)}
+	pt := &PTable{D: d, V: v, IMax: d + 1, rows: make([][]Entry, d+2), Monotone: monotone}
 	pt.rows[0] = []Entry{{I: 0, J: 0, P: 1, V: 0}}
 	for i := 1; i <= d+1; i++ {
 		lo := -min(i, d)
-		probs, err := maxEntropy(lo, d, v)
+		probs, err := maxEntropy(lo, d, v, false)
 		if err != nil {
 			return nil, fmt.Errorf("ptable: count %d: %w", i, err)
+		}
+		if monotone && probs[-lo-1] > probs[-lo] {
+			if probs, err = maxEntropy(lo, d, v, true); err != nil {
+				return nil, fmt.Errorf("ptable: count %d, monotone: %w", i, err)
+			}
 		}
 		for k, p := range probs {
 			noise := lo + k
@@ -63,8 +89,13 @@ func NewPTable(d int, v float64) (*PTable, error) {
 }
 
 // maxEntropy finds p over lo..hi with sum 1, mean 0, variance v and maximum entropy:
-// p_k ∝ exp(a·k + b·k²), solved for (a, b) by Newton's method.
-func maxEntropy(lo, hi int, v float64) ([]float64, error) {
+// p_k ∝ exp(a·k + b·k²), solved for (a, b) by Newton's method. With tie, it also holds
+// p(−1) = p(0): p_k ∝ exp(a·k + b·k² + c·t(k)) with t(−1) = 1, t(0) = −1, else 0, solved for
+// (a, b, c).
+func maxEntropy(lo, hi int, v float64, tie bool) ([]float64, error) {
+	if tie {
+		return maxEntropyTied(lo, hi, v)
+	}
 	n := hi - lo + 1
 	p := make([]float64, n)
 	var a, b float64
@@ -104,6 +135,87 @@ func maxEntropy(lo, hi int, v float64) ([]float64, error) {
 		b -= step * db
 	}
 	return nil, fmt.Errorf("no distribution on %d..%d has mean 0 and variance %g", lo, hi, v)
+}
+
+// maxEntropyTied is maxEntropy with p(−1) = p(0), by Newton's method on three parameters.
+func maxEntropyTied(lo, hi int, v float64) ([]float64, error) {
+	n := hi - lo + 1
+	if lo > -1 {
+		return nil, fmt.Errorf("support %d..%d has no −1 to tie", lo, hi)
+	}
+	feat := func(k int) [3]float64 {
+		x := float64(lo + k)
+		t := 0.0
+		switch lo + k {
+		case -1:
+			t = 1
+		case 0:
+			t = -1
+		}
+		return [3]float64{x, x*x - v, t}
+	}
+	p := make([]float64, n)
+	var th [3]float64
+	for iter := 0; iter < 500; iter++ {
+		var z float64
+		for k := 0; k < n; k++ {
+			f := feat(k)
+			p[k] = math.Exp(th[0]*f[0] + th[1]*f[1] + th[2]*f[2])
+			z += p[k]
+		}
+		var m [3]float64
+		var c [3][3]float64
+		for k := range p {
+			p[k] /= z
+			f := feat(k)
+			for r := 0; r < 3; r++ {
+				m[r] += p[k] * f[r]
+				for s := 0; s < 3; s++ {
+					c[r][s] += p[k] * f[r] * f[s]
+				}
+			}
+		}
+		if math.Abs(m[0]) < 1e-13 && math.Abs(m[1]) < 1e-13 && math.Abs(m[2]) < 1e-13 {
+			return p, nil
+		}
+		for r := 0; r < 3; r++ {
+			for s := 0; s < 3; s++ {
+				c[r][s] -= m[r] * m[s]
+			}
+		}
+		step, ok := solve3(c, m)
+		if !ok {
+			break
+		}
+		scale := 1.0
+		if mx := math.Max(math.Abs(step[0]), math.Max(math.Abs(step[1]), math.Abs(step[2]))); mx > 2 {
+			scale = 2 / mx
+		}
+		for r := range th {
+			th[r] -= scale * step[r]
+		}
+	}
+	return nil, fmt.Errorf("no distribution on %d..%d has mean 0, variance %g and p(−1) = p(0)", lo, hi, v)
+}
+
+// solve3 solves c·x = m by Cramer's rule.
+func solve3(c [3][3]float64, m [3]float64) ([3]float64, bool) {
+	det := func(a [3][3]float64) float64 {
+		return a[0][0]*(a[1][1]*a[2][2]-a[1][2]*a[2][1]) - a[0][1]*(a[1][0]*a[2][2]-a[1][2]*a[2][0]) + a[0][2]*(a[1][0]*a[2][1]-a[1][1]*a[2][0])
+	}
+	d := det(c)
+	if math.Abs(d) < 1e-300 || math.IsNaN(d) {
+		return [3]float64{}, false
+	}
+	var x [3]float64
+	for col := 0; col < 3; col++ {
+		a := c
+		for r := 0; r < 3; r++ {
+			a[r][col] = m[r]
+		}
+		x[col] = det(a) / d
+	}
+	return x, true
 }
 
 func (pt *PTable) fillIntervals() {
