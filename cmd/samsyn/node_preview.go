@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/samsyn/samsyn/node/store"
 	"github.com/samsyn/samsyn/queries"
 	"github.com/samsyn/samsyn/queries/disclosure"
+	"github.com/samsyn/samsyn/schemas"
 )
 
 func newNodePreviewCmd(g *globals) *cobra.Command {
@@ -85,21 +87,37 @@ must not be in use by a running node (stop it, or preview on a copy of the store
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "%s (%s) on node %s, parameters %v\n", e.Title.SV, e.ID, cfg.Association, bound.Text)
 			res, err := x.Run(cmd.Context(), e, bound)
-			if errors.Is(err, disclosure.ErrTooSparse) {
-				fmt.Fprintf(out, "REFUSED: the node would release nothing: %v\n", err)
-				return nil
-			}
-			if err != nil {
+			var own arrow.Record
+			switch {
+			case errors.Is(err, disclosure.ErrTooSparse):
+				fmt.Fprintf(out, "this node's own table (a cohort of one): REFUSED, it would release nothing: %v\n", err)
+			case err != nil:
 				return err
+			default:
+				defer res.Table.Release()
+				own = res.Table
+				fmt.Fprintf(out, "this node's own table (a cohort of one): %d cells, %d suppressed (snapshot %s)\n", res.Report.Cells, res.Report.Suppressed, res.Snapshot)
 			}
-			defer res.Table.Release()
-			fmt.Fprintf(out, "this node's own table (a cohort of one): %d cells, %d suppressed (snapshot %s)\n", res.Report.Cells, res.Report.Suppressed, res.Snapshot)
 			fmt.Fprintf(out, "in a study across associations the node instead contributes every count perturbed and unsuppressed,\n"+
 				"masked so that only the cohort's sum is ever seen; the threshold is applied once, to that sum.\n\n")
-			rows, err := preview.Compare(e, truth, res.Table, x.Policy())
+			rows, err := preview.Compare(e, truth, own, x.Policy())
 			if err != nil {
 				return err
 			}
+			fed := cfg.Aggregation.Federation()
+			if len(fed) == 0 {
+				assoc, _ := schemas.V1().CodeList("association")
+				fed = assoc.Values()
+			}
+			layout, err := e.Layout()
+			if err != nil {
+				return err
+			}
+			c, err := x.Contribute(cmd.Context(), e, bound, fed)
+			if err != nil {
+				return err
+			}
+			preview.WithContribution(rows, layout, c.Vector)
 			return preview.Print(out, e, rows)
 		},
 	}

@@ -21,6 +21,24 @@ type Row struct {
 	Released   *int64
 	Suppressed bool
 	Reason     string
+	// Pooled is what the node would contribute to a study across associations: its perturbed
+	// count, unsuppressed (masked before it leaves), or its veto.
+	Pooled string
+}
+
+// WithContribution fills each row's Pooled from the node's unmasked contribution.
+func WithContribution(rows []Row, l *disclosure.Layout, vec []uint64) {
+	for i := range rows {
+		n, veto, ok := l.Count(vec, rows[i].Dims)
+		switch {
+		case !ok:
+			rows[i].Pooled = "–"
+		case veto:
+			rows[i].Pooled = fmt.Sprintf("%d, veto (fewer than the threshold, only this association)", n)
+		default:
+			rows[i].Pooled = fmt.Sprint(n)
+		}
+	}
 }
 
 // Compare lines up the protected table with the true aggregate and explains suppression.
@@ -33,6 +51,16 @@ func Compare(e *queries.Entry, truth, protected arrow.Record, pol disclosure.Pol
 	}
 	for r := 0; r < int(truth.NumRows()); r++ {
 		trueN[key(truth, nd, r)] = tn.Value(r)
+	}
+	if protected == nil {
+		// the node's own table was refused whole: every cell, with its true count
+		rows := make([]Row, 0, truth.NumRows())
+		for r := 0; r < int(truth.NumRows()); r++ {
+			k := key(truth, nd, r)
+			rows = append(rows, Row{Dims: strings.Split(k, "\x00"), True: trueN[k], Suppressed: true,
+				Reason: "the node's own table is refused whole (too sparse)"})
+		}
+		return rows, nil
 	}
 	dims := make([]string, nd)
 	for i, d := range e.Dimensions {
@@ -87,7 +115,7 @@ func Print(w io.Writer, e *queries.Entry, rows []Row) error {
 	for _, d := range e.Dimensions {
 		fmt.Fprintf(tw, "%s\t", d.Name)
 	}
-	fmt.Fprintln(tw, "released\ttrue (local only)\twhy\t")
+	fmt.Fprintln(tw, "own table\ttrue (local only)\twhy\tpooled contribution (masked)\t")
 	for _, r := range rows {
 		for _, d := range r.Dims {
 			fmt.Fprintf(tw, "%s\t", d)
@@ -96,7 +124,7 @@ func Print(w io.Writer, e *queries.Entry, rows []Row) error {
 		if r.Released != nil {
 			rel = fmt.Sprint(*r.Released)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t\n", rel, r.True, r.Reason)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t\n", rel, r.True, r.Reason, r.Pooled)
 	}
 	return tw.Flush()
 }

@@ -89,6 +89,16 @@ func NewLayout(spec Spec) (*Layout, error) {
 	return l, nil
 }
 
+// Count reads, from a contribution or a pooled vector, the count and veto of the cell with
+// these dimension values.
+func (l *Layout) Count(vec []uint64, dims []string) (n int64, veto bool, ok bool) {
+	i, found := l.index[strings.Join(dims, "\x00")]
+	if !found || len(vec) != l.Len() {
+		return 0, false, false
+	}
+	return int64(vec[i*l.Stride()]), vec[i*l.Stride()+1] > 0, true
+}
+
 // Stride is the number of slots per cell.
 func (l *Layout) Stride() int { return 2 + 4*len(l.spec.Measures) }
 
