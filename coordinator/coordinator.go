@@ -624,7 +624,7 @@ func (c *Coordinator) check(ctx context.Context, s *study.Study, order []string)
 				withheld = append(withheld, q.ID)
 				continue
 			}
-			merged, rep, err := merge.Merge(c.o.Allocator, e.Spec(""), inputs, c.o.Policy)
+			merged, rep, err := merge.Merge(c.o.Allocator, e.Spec(""), inputs, c.o.Policy, e.Coverage(c.Federation(), present))
 			if err != nil {
 				return nil, fmt.Errorf("%w: %v", errCheck, err)
 			}

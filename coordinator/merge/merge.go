@@ -41,7 +41,11 @@ type acc struct {
 
 // Merge sums the nodes' protected cells. spec gives the dimensions and measures, in the
 // column order the nodes released them (as Protect writes them).
-func Merge(mem memory.Allocator, spec disclosure.Spec, inputs []Input, pol disclosure.Policy) (arrow.Record, Report, error) {
+//
+// With cover, the table also says per cell whether only associations missing from the
+// result could fill it (disclosure.ColMissing: unknown, never 0) and how many of those that
+// could are in it (disclosure.ColAssociations), as a pooled release does.
+func Merge(mem memory.Allocator, spec disclosure.Spec, inputs []Input, pol disclosure.Policy, cover disclosure.Coverage) (arrow.Record, Report, error) {
 	rep := Report{}
 	nd, nm := len(spec.Dimensions), len(spec.Measures)
 	cells := map[string]*acc{}
@@ -107,6 +111,11 @@ func Merge(mem memory.Allocator, spec disclosure.Spec, inputs []Input, pol discl
 	for _, m := range spec.Measures {
 		fields = append(fields, arrow.Field{Name: m.Name, Type: arrow.PrimitiveTypes.Float64, Nullable: true})
 	}
+	if cover != nil {
+		fields = append(fields,
+			arrow.Field{Name: disclosure.ColMissing, Type: arrow.FixedWidthTypes.Boolean},
+			arrow.Field{Name: disclosure.ColAssociations, Type: arrow.PrimitiveTypes.Int64})
+	}
 	md := arrow.NewMetadata([]string{"samsyn.disclosure", "samsyn.associations"}, []string{pol.Params(), strings.Join(rep.Associations, ",")})
 	b := array.NewRecordBuilder(mem, arrow.NewSchema(fields, &md))
 	defer b.Release()
@@ -118,7 +127,28 @@ func Merge(mem memory.Allocator, spec disclosure.Spec, inputs []Input, pol discl
 		nb := b.Field(nd).(*array.Int64Builder)
 		sb := b.Field(nd + 1).(*array.BooleanBuilder)
 		withheld := a.suppressed || a.seen < len(inputs) && !a.structural
+		could, present := 1, 1
+		if cover != nil {
+			cell := make(map[string]string, nd)
+			for i, d := range spec.Dimensions {
+				cell[d.Name] = a.dims[i]
+			}
+			could, present = cover(cell)
+			b.Field(nd + 2 + nm).(*array.BooleanBuilder).Append(could > 0 && present == 0)
+			b.Field(nd + 3 + nm).(*array.Int64Builder).Append(int64(present))
+		}
 		switch {
+		case could == 0:
+			rep.StructuralZeros++
+			nb.Append(0)
+			sb.Append(false)
+			appendNulls(b, nd+2, nm)
+			continue
+		case present == 0:
+			nb.AppendNull()
+			sb.Append(false)
+			appendNulls(b, nd+2, nm)
+			continue
 		case a.structural && a.seen == len(inputs):
 			rep.StructuralZeros++
 			nb.Append(0)

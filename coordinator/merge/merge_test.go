@@ -103,7 +103,7 @@ func TestMergedCountsAreSumsOfReleasedNodeCells(t *testing.T) {
 			inputs = append(inputs, Input{Association: string(rune('x' + i)), Table: tab})
 			nodeCells = append(nodeCells, cells(tab))
 		}
-		out, rep, err := Merge(memory.DefaultAllocator, spec, inputs, disclosure.Defaults())
+		out, rep, err := Merge(memory.DefaultAllocator, spec, inputs, disclosure.Defaults(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -141,6 +141,50 @@ func TestMergedCountsAreSumsOfReleasedNodeCells(t *testing.T) {
 		}
 		if merged["d"].n != 0 || merged["d"].suppressed || rep.StructuralZeros != 1 {
 			t.Fatalf("d is outside every node: %+v, report %+v", merged["d"], rep)
+		}
+	}
+}
+
+// TestACellOnlyAMissingAssociationCouldFillIsMissingNotZero: one association answered; a cell
+// only another association could fill is marked missing with no count, never a structural 0,
+// and a cell nobody could fill stays 0.
+func TestACellOnlyAMissingAssociationCouldFillIsMissingNotZero(t *testing.T) {
+	r := rand.New(rand.NewPCG(2, 2))
+	tab := nodeTable(t, r, map[string]int{"a": 20}, map[string]bool{"a": true})
+	defer tab.Release()
+	cover := func(c map[string]string) (int, int) {
+		switch c["g"] {
+		case "a":
+			return 1, 1
+		case "b", "c":
+			return 1, 0 // only the association that did not answer
+		case "d":
+			return 0, 0
+		}
+		return 3, 1
+	}
+	out, _, err := Merge(memory.DefaultAllocator, spec, []Input{{Association: "x", Table: tab}}, disclosure.Defaults(), cover)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Release()
+	missing := out.Column(out.Schema().FieldIndices(disclosure.ColMissing)[0]).(*array.Boolean)
+	n := out.Column(1).(*array.Int64)
+	for i := 0; i < int(out.NumRows()); i++ {
+		g := out.Column(0).(*array.String).Value(i)
+		switch g {
+		case "b", "c":
+			if !missing.Value(i) || !n.IsNull(i) {
+				t.Fatalf("cell %s of a missing association: missing=%v n=%v", g, missing.Value(i), n.Value(i))
+			}
+		case "d":
+			if missing.Value(i) || n.IsNull(i) || n.Value(i) != 0 {
+				t.Fatalf("cell d nobody could fill: %v", n.Value(i))
+			}
+		default:
+			if missing.Value(i) {
+				t.Fatalf("cell %s marked missing", g)
+			}
 		}
 	}
 }

@@ -219,7 +219,7 @@ func BenchmarkQueryEightNodes(b *testing.B) {
 			}
 			inputs = append(inputs, merge.Input{Association: o.Association, Table: o.Release.Table})
 		}
-		out, _, err := merge.Merge(memory.DefaultAllocator, spec, inputs, disclosure.Defaults())
+		out, _, err := merge.Merge(memory.DefaultAllocator, spec, inputs, disclosure.Defaults(), nil)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -448,6 +448,29 @@ func TestAHangingNodeMeetsTheDeadline(t *testing.T) {
 	if p := c.Progress(s.ID)["roslagen"]; p.State != "failed" {
 		t.Fatalf("progress of the hanging node: %+v", p)
 	}
+	// The cohort shrank to hbs alone: hbs's own table, in which Roslagen's row is missing,
+	// not a zero.
+	res, _ := f.store.Results(context.Background(), s.ID)
+	rel, err := coordinator.Decode(res[0].Release)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rel.Release()
+	e, _ := cat.Get("exits_by_association")
+	tbl := readTable(t, e, rel)
+	seen := 0
+	for i := 0; i < tbl.Len(); i++ {
+		c := tbl.Cell(i)
+		if c.Dims[0] == "roslagen" {
+			seen++
+			if !c.Missing || c.N != nil {
+				t.Fatalf("%s: a cell only the hanging association fills is %+v", tbl.Key(i), c)
+			}
+		}
+	}
+	if seen == 0 {
+		t.Fatal("no row for Roslagen in the result")
+	}
 }
 
 func TestCoordinatorRestartMidStudyLosesNothingAndAsksNoNodeTwice(t *testing.T) {

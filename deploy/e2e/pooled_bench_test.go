@@ -196,7 +196,7 @@ func BenchmarkReleasedShareAcrossTheCatalog(b *testing.B) {
 				inputs = append(inputs, merge.Input{Association: a, Table: r.Table})
 			}
 			if len(inputs) > 0 {
-				m, _, err := merge.Merge(memory.DefaultAllocator, e.Spec(""), inputs, pol)
+				m, _, err := merge.Merge(memory.DefaultAllocator, e.Spec(""), inputs, pol, nil)
 				if err != nil {
 					b.Fatal(err)
 				}
