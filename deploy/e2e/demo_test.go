@@ -196,6 +196,7 @@ func TestDemoE2EStartsServesStopsAndLeavesNothingBehind(t *testing.T) {
 	}
 
 	cliStudy(t, bin, dir, creds.Coordinator, creds.Tokens)
+	nodeDropsAndComesBack(t, d, bin, dir, creds.Coordinator, creds.Tokens)
 	cliSQL(t, bin, dir)
 	cliImportThroughNode(t, bin, dir)
 	checkMetrics(t, creds.Coordinator+"/metrics", "samsyn_coordinator_results_released_total")
@@ -215,7 +216,7 @@ func TestDemoE2EStartsServesStopsAndLeavesNothingBehind(t *testing.T) {
 		t.Fatalf("the restart did not reuse the federation:\n%s", d.output())
 	}
 	getJSON(t, creds.Coordinator+"/api/v1/studies", creds.Tokens["admin"], &studies)
-	if len(studies) != 6 { // the four standard studies and the two run through the CLI
+	if len(studies) != 7 { // the four standard studies and the three run through the CLI
 		t.Fatalf("the restart seeded studies again: %d", len(studies))
 	}
 	// Killed outright, the demo cannot clean up: the kernel must stop its children.
@@ -366,6 +367,105 @@ on_node_failure: partial
 	cmd.Env = append(os.Environ(), "SAMSYN_COORDINATOR="+coordinator, "SAMSYN_TOKEN="+tokens["steering"])
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "403") {
 		t.Fatalf("steering submitted a study: %s", out)
+	}
+}
+
+// nodeDropsAndComesBack kills Roslagen's node process and keeps it from restarting (its
+// config moved away), runs a pooled study, which goes on without it and marks it missing, then
+// gives the config back and waits for the supervisor to bring the node back.
+func nodeDropsAndComesBack(t *testing.T, d *demoRun, bin, dir, coordinator string, tokens map[string]string) {
+	t.Helper()
+	cfg := filepath.Join(dir, "nodes", "roslagen", "node.yaml")
+	var pid int
+	for _, p := range survivors(cfg) {
+		fmt.Sscanf(p, "%d:", &pid)
+	}
+	if pid == 0 {
+		t.Fatal("no process serves roslagen")
+	}
+	if err := os.Rename(cfg, cfg+".away"); err != nil {
+		t.Fatal(err)
+	}
+	restored := false
+	restore := func() {
+		if !restored {
+			restored = true
+			os.Rename(cfg+".away", cfg)
+		}
+	}
+	defer restore()
+	syscall.Kill(pid, syscall.SIGKILL)
+	status := func() string {
+		var nodes []struct{ Association, Status string }
+		getJSON(t, coordinator+"/api/v1/nodes", tokens["admin"], &nodes)
+		for _, n := range nodes {
+			if n.Association == "roslagen" {
+				return n.Status
+			}
+		}
+		return ""
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for status() == "healthy" {
+		if time.Now().After(deadline) {
+			t.Fatal("roslagen still healthy 30 s after its process was killed")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	run := func(token string, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(os.Environ(), "SAMSYN_COORDINATOR="+coordinator, "SAMSYN_TOKEN="+token)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("samsyn %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	file := filepath.Join(t.TempDir(), "study.yaml")
+	os.WriteFile(file, []byte("title: Utan Roslagen\npurpose: e2e node down\nqueries:\n  - id: exits_by_association\n    params: {from: 2020-04-01, to: 2022-09-30}\nassociations: all\non_node_failure: partial\n"), 0o644)
+	lines := strings.Split(strings.TrimSpace(run(tokens["evaluator"], "study", "submit", file)), "\n")
+	id := lines[len(lines)-1]
+	for role, token := range tokens {
+		if assoc, ok := strings.CutPrefix(role, "association:"); ok {
+			run(token, "study", "approve", id, "--association", assoc, "--key", filepath.Join(dir, "keys", assoc+".key"))
+		}
+	}
+	if out := run(tokens["evaluator"], "study", "status", id, "--watch"); !strings.Contains(out, "released") {
+		t.Fatalf("status: %s", out)
+	}
+	jsonFile := filepath.Join(t.TempDir(), "down.json")
+	run(tokens["evaluator"], "study", "results", id, "--format", "json", "--out", jsonFile)
+	var res struct {
+		Rows   []map[string]any `json:"rows"`
+		Checks struct {
+			Associations []string `json:"associations"`
+			Missing      []string `json:"missing_associations"`
+			Pooled       bool     `json:"pooled"`
+		} `json:"checks"`
+	}
+	raw, _ := os.ReadFile(jsonFile)
+	if err := json.Unmarshal(raw, &res); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Checks.Associations) != 7 || len(res.Checks.Missing) != 1 || res.Checks.Missing[0] != "roslagen" || !res.Checks.Pooled {
+		t.Fatalf("a study with a node down: %+v", res.Checks)
+	}
+	for _, r := range res.Rows {
+		if r["association"] == "roslagen" && (r["missing"] != true || r["n"] != nil) {
+			t.Fatalf("the down association's row is not missing: %v", r)
+		}
+	}
+	restore()
+	deadline = time.Now().Add(90 * time.Second)
+	for status() != "healthy" {
+		if time.Now().After(deadline) {
+			t.Fatalf("roslagen did not come back within 90 s:\n%s", d.output())
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if !strings.Contains(d.output(), "node-roslagen stopped unexpectedly") || !strings.Contains(d.output(), "node-roslagen restarted") {
+		t.Fatalf("the demo did not say it restarted the node:\n%s", d.output())
 	}
 }
 

@@ -64,7 +64,9 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer stopAll()
 	exited := make(chan string, len(f.Nodes)+1)
+	argsOf := map[string][]string{}
 	spawn := func(name string, args ...string) error {
+		argsOf[name] = args
 		logf, err := os.OpenFile(filepath.Join(logDir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 		if err != nil {
 			return err
@@ -114,12 +116,43 @@ func Run(ctx context.Context, o Options) error {
 	fmt.Fprintf(o.Out, "logs %s\n", logDir)
 	fmt.Fprintf(o.Out, "started in %s; Ctrl-C stops every process\n", time.Since(start).Round(100*time.Millisecond))
 	fmt.Fprintf(o.Out, "ready %s/\n", creds.Coordinator)
-	select {
-	case <-ctx.Done():
-		fmt.Fprintln(o.Out, "stopping the federation")
-		return nil
-	case name := <-exited:
-		return fmt.Errorf("%s stopped unexpectedly; see %s", name, filepath.Join(logDir, name+".log"))
+	// A node that stops is started again, with backoff, and the demo says so: the rest of the
+	// federation goes on (a study meanwhile runs without it and says so). The coordinator
+	// stopping ends the demo.
+	backoff := map[string]time.Duration{}
+	lastStart := map[string]time.Time{}
+	restart := make(chan string, len(f.Nodes))
+	for {
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(o.Out, "stopping the federation")
+			return nil
+		case name := <-exited:
+			if name == "coordinator" {
+				return fmt.Errorf("%s stopped unexpectedly; see %s", name, filepath.Join(logDir, name+".log"))
+			}
+			wait := backoff[name]
+			switch {
+			case wait == 0 || time.Since(lastStart[name]) > time.Minute:
+				wait = time.Second
+			case wait < 30*time.Second:
+				wait *= 2
+			}
+			backoff[name] = wait
+			fmt.Fprintf(o.Out, "%s stopped unexpectedly (see %s); restarting it in %s\n", name, filepath.Join(logDir, name+".log"), wait)
+			time.AfterFunc(wait, func() { restart <- name })
+		case name := <-restart:
+			if ctx.Err() != nil {
+				continue
+			}
+			lastStart[name] = time.Now()
+			if err := spawn(name, argsOf[name]...); err != nil {
+				fmt.Fprintf(o.Out, "restart %s: %v\n", name, err)
+				go func() { exited <- name }()
+				continue
+			}
+			fmt.Fprintf(o.Out, "%s restarted\n", name)
+		}
 	}
 }
 
