@@ -195,6 +195,7 @@ func TestDemoE2EStartsServesStopsAndLeavesNothingBehind(t *testing.T) {
 		t.Fatalf("standard studies: %+v", studies)
 	}
 
+	pooledSmallPartsOverProcesses(t, bin, dir, creds.Coordinator, creds.Tokens)
 	cliStudy(t, bin, dir, creds.Coordinator, creds.Tokens)
 	nodeDropsAndComesBack(t, d, bin, dir, creds.Coordinator, creds.Tokens)
 	cliSQL(t, bin, dir)
@@ -368,6 +369,75 @@ on_node_failure: partial
 	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "403") {
 		t.Fatalf("steering submitted a study: %s", out)
 	}
+}
+
+// pooledSmallPartsOverProcesses checks the standard study's outcome by method over the whole
+// project period against each association's own true counts, read through its analysts' SQL
+// service: cells in which several associations have only 1–4 participants are released, and
+// each released count is within the pooled noise (±2 per contributing association) of the
+// true county total.
+func pooledSmallPartsOverProcesses(t *testing.T, bin, dir, coordinator string, tokens map[string]string) {
+	t.Helper()
+	var studies []struct {
+		ID, Title string
+		Queries   []struct{ ID string } `json:"queries"`
+	}
+	getJSON(t, coordinator+"/api/v1/studies", tokens["steering"], &studies)
+	var path string
+	for _, s := range studies {
+		if !strings.Contains(s.Title, "MIA Vidare") {
+			continue
+		}
+		for i, q := range s.Queries {
+			if q.ID == "outcome_by_method" {
+				path = fmt.Sprintf("/api/v1/studies/%s/results/%d", s.ID, i)
+			}
+		}
+	}
+	if path == "" {
+		t.Fatal("no standard study of the project period with outcome_by_method")
+	}
+	var table struct {
+		Rows []map[string]any `json:"rows"`
+	}
+	getJSON(t, coordinator+path, tokens["steering"], &table)
+	truth := map[string]int{}
+	small := map[string]int{}
+	holders := map[string]int{}
+	for _, assoc := range []string{"ostra-sodertorn", "hbs", "stockholm", "sodertalje", "varna", "roslagen", "suvs", "samsund"} {
+		out, err := exec.Command(bin, "sql", "--config", filepath.Join(dir, "nodes", assoc, "node.yaml"), "--format", "csv", "-c",
+			`SELECT e.method || '|' || e.outcome AS k, count(DISTINCT p.participant_key) AS n FROM participant p JOIN episode e USING (participant_key)
+			 WHERE e.exit_date BETWEEN DATE '2020-04-01' AND DATE '2022-09-30' AND e.outcome IS NOT NULL GROUP BY 1`).CombinedOutput()
+		if err != nil {
+			t.Fatalf("samsyn sql on %s: %v\n%s", assoc, err, out)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n")[1:] {
+			k, nText, _ := strings.Cut(line, ",")
+			var n int
+			fmt.Sscan(nText, &n)
+			truth[k] += n
+			holders[k]++
+			if n >= 1 && n <= 4 {
+				small[k]++
+			}
+		}
+	}
+	released := 0
+	for _, r := range table.Rows {
+		k := fmt.Sprint(r["method"], "|", r["outcome"])
+		if small[k] < 2 || r["n"] == nil {
+			continue
+		}
+		n := int(r["n"].(float64))
+		if d := n - truth[k]; d > 2*holders[k] || -d > 2*holders[k] {
+			t.Fatalf("%s: released %d, true %d over %d associations", k, n, truth[k], holders[k])
+		}
+		released++
+	}
+	if released == 0 {
+		t.Fatalf("no cell with small parts at several associations was released (%d such cells)", len(small))
+	}
+	t.Logf("%d cells with 1–4 participants at two or more associations released pooled", released)
 }
 
 // nodeDropsAndComesBack kills Roslagen's node process and keeps it from restarting (its
