@@ -9,6 +9,7 @@ require (
 	github.com/hashicorp/go-hclog v1.6.3
 	github.com/hashicorp/go-plugin v1.8.0
 	github.com/marcboeker/go-duckdb v1.8.2
+	github.com/mattn/go-sqlite3 v1.14.53
 	github.com/oklog/run v1.1.0
 	github.com/peterh/liner v1.2.3
 	github.com/prometheus/client_golang v1.25.0

@@ -69,6 +69,8 @@ type Coordinator struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 
+	decideLocks [64]sync.Mutex
+
 	studies    *prometheus.CounterVec
 	byState    *prometheus.GaugeVec
 	fanSeconds prometheus.Histogram
@@ -201,6 +203,11 @@ var ErrForbidden = errors.New("forbidden")
 // Decide records an association's approval or refusal; when every association has decided,
 // the study runs on those that approved, or is refused if none did.
 func (c *Coordinator) Decide(ctx context.Context, id string, a study.Approval) error {
+	// Decisions on one study are taken one at a time, so the last of several concurrent
+	// approvals moves the study once and every stored decision is answered with success.
+	mu := &c.decideLocks[stripe(id)]
+	mu.Lock()
+	defer mu.Unlock()
 	s, err := c.o.Store.Study(ctx, id)
 	if err != nil {
 		return err
@@ -244,6 +251,15 @@ func (c *Coordinator) Decide(ctx context.Context, id string, a study.Approval) e
 	}
 	c.Wake()
 	return nil
+}
+
+// stripe picks the decision lock of a study.
+func stripe(id string) int {
+	h := uint32(2166136261)
+	for i := 0; i < len(id); i++ {
+		h = (h ^ uint32(id[i])) * 16777619
+	}
+	return int(h % 64)
 }
 
 // Wake asks the worker to look for running studies.

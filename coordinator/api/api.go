@@ -150,6 +150,9 @@ func (s *Server) storeError(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusForbidden, "forbidden", err.Error())
 	case errors.Is(err, study.ErrBadApproval):
 		writeError(w, http.StatusBadRequest, "bad_approval", err.Error())
+	case errors.Is(err, state.ErrUnavailable):
+		s.logger.Error("coordinator state unavailable", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "the coordinator cannot store its state just now; nothing was changed; try again later")
 	default:
 		s.logger.Error("request failed", "err", err)
 		writeError(w, http.StatusInternalServerError, "internal", "the coordinator could not complete the request")
@@ -238,8 +241,12 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request, u User) {
 		return
 	}
 	st, err := s.c.Submit(r.Context(), req, u.Name)
-	if err != nil {
+	if errors.Is(err, study.ErrInvalid) {
 		writeError(w, http.StatusUnprocessableEntity, "invalid_study", err.Error())
+		return
+	}
+	if err != nil {
+		s.storeError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusCreated, st)
@@ -373,7 +380,7 @@ func (s *Server) decide(w http.ResponseWriter, r *http.Request, u User) {
 	}
 	a := study.Approval{Association: u.Association(), Decision: d.Decision, Reason: d.Reason, Signatures: d.Signatures, Actor: u.Name}
 	if err := s.c.Decide(r.Context(), st.ID, a); err != nil {
-		if !errors.Is(err, state.ErrNotFound) && !errors.Is(err, state.ErrConflict) && !errors.Is(err, coordinator.ErrForbidden) && !errors.Is(err, study.ErrBadApproval) {
+		if errors.Is(err, study.ErrInvalid) {
 			writeError(w, http.StatusBadRequest, "bad_decision", err.Error())
 			return
 		}

@@ -105,7 +105,7 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Config{ID: "coordinator", Store: "coordinator.duckdb", AuditLog: "audit.log",
+	c := &Config{ID: "coordinator", Store: "coordinator.sqlite", AuditLog: "audit.log",
 		FanOut: FanOut{NodeTimeout: 10 * time.Second, Retries: 2, Backoff: 200 * time.Millisecond},
 		dir:    filepath.Dir(abs), path: path, lines: map[string]int{}}
 	var doc yaml.Node

@@ -87,9 +87,16 @@ func Run(ctx context.Context, o Options) error {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{Registry: o.Registry}))
 	var ready atomic.Bool
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !ready.Load() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		// Not ready while the state cannot be written (a full disk, say); ready again as
+		// soon as it can. The cause goes to the log, not to the caller.
+		if err := st.Ready(r.Context()); err != nil {
+			o.Logger.Warn("coordinator state cannot be written: not ready", "err", err)
+			http.Error(w, "not ready: the coordinator state cannot be written", http.StatusServiceUnavailable)
 			return
 		}
 		fmt.Fprintln(w, "ready")

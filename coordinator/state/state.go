@@ -3,15 +3,16 @@ package state
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
-	"github.com/marcboeker/go-duckdb"
+	"github.com/mattn/go-sqlite3"
 
 	"github.com/samsyn/samsyn/coordinator/study"
 )
@@ -19,8 +20,11 @@ import (
 const ddl = `
 CREATE TABLE IF NOT EXISTS studies (id VARCHAR PRIMARY KEY, body VARCHAR NOT NULL, state VARCHAR NOT NULL,
   evaluator VARCHAR NOT NULL, created_at TIMESTAMP NOT NULL, updated_at TIMESTAMP NOT NULL);
+CREATE INDEX IF NOT EXISTS studies_by_state ON studies (state);
 CREATE TABLE IF NOT EXISTS transitions (study VARCHAR NOT NULL, state VARCHAR NOT NULL, actor VARCHAR NOT NULL,
   note VARCHAR NOT NULL, at TIMESTAMP NOT NULL);
+CREATE INDEX IF NOT EXISTS transitions_by_study ON transitions (study);
+CREATE TABLE IF NOT EXISTS probe (k VARCHAR PRIMARY KEY, at TIMESTAMP NOT NULL);
 CREATE TABLE IF NOT EXISTS approvals (study VARCHAR NOT NULL, association VARCHAR NOT NULL, body VARCHAR NOT NULL,
   at TIMESTAMP NOT NULL, PRIMARY KEY (study, association));
 CREATE TABLE IF NOT EXISTS dispatches (study VARCHAR NOT NULL, query_index INTEGER NOT NULL, association VARCHAR NOT NULL,
@@ -30,30 +34,81 @@ CREATE TABLE IF NOT EXISTS results (study VARCHAR NOT NULL, query_index INTEGER 
   release BLOB NOT NULL, checks VARCHAR NOT NULL, released_at TIMESTAMP NOT NULL, PRIMARY KEY (study, query_index));
 `
 
-// Store is the coordinator's state.
-type Store struct{ db *sql.DB }
+// Store is the coordinator's state: SQLite in WAL mode. Every change is one transaction,
+// taken with an immediate write lock (concurrent writers wait their turn, up to a busy
+// timeout, rather than conflict), and synced before it is acknowledged.
+type Store struct {
+	db *sql.DB
 
-// Open opens or creates the store at path.
+	mu       sync.Mutex
+	writeErr error // the last write's failure, until a write succeeds
+}
+
+// Open opens or creates the store at path (mode 0600, its folder 0750).
 func Open(ctx context.Context, path string) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, fmt.Errorf("create state folder: %w", err)
 	}
-	connector, err := duckdb.NewConnector(path, func(ex driver.ExecerContext) error {
-		for _, s := range []string{"SET autoinstall_known_extensions = false", "SET autoload_known_extensions = false"} {
-			if _, err := ex.ExecContext(context.Background(), s, nil); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open coordinator state %s: %w", path, err)
 	}
-	db := sql.OpenDB(connector)
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	q := url.Values{}
+	q.Set("_journal_mode", "WAL")
+	q.Set("_synchronous", "FULL")
+	q.Set("_busy_timeout", "15000")
+	q.Set("_txlock", "immediate")
+	q.Set("_foreign_keys", "on")
+	db, err := sql.Open("sqlite3", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, fmt.Errorf("open coordinator state %s: %w", path, err)
+	}
+	var mode string
+	if err := db.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil || mode != "wal" {
+		return nil, errors.Join(fmt.Errorf("open coordinator state %s: journal mode %q, expected wal (is it a SQLite database?): %v", path, mode, err), db.Close())
+	}
+	var check string
+	if err := db.QueryRowContext(ctx, "PRAGMA quick_check").Scan(&check); err != nil || check != "ok" {
+		return nil, errors.Join(fmt.Errorf("open coordinator state %s: integrity check: %q %v", path, check, err), db.Close())
+	}
 	if _, err := db.ExecContext(ctx, ddl); err != nil {
 		return nil, errors.Join(fmt.Errorf("create coordinator state: %w", err), db.Close())
 	}
 	return &Store{db: db}, nil
+}
+
+// ErrUnavailable wraps a storage failure (disk full, I/O error): the change was not made.
+var ErrUnavailable = errors.New("coordinator state unavailable")
+
+// wrote records the outcome of a write, so Ready can report a store that cannot write.
+func (s *Store) wrote(err error) error {
+	if err == nil || errors.Is(err, ErrConflict) || errors.Is(err, ErrNotFound) {
+		s.mu.Lock()
+		if err == nil {
+			s.writeErr = nil
+		}
+		s.mu.Unlock()
+		return err
+	}
+	var se sqlite3.Error
+	if errors.As(err, &se) && (se.Code == sqlite3.ErrFull || se.Code == sqlite3.ErrIoErr || se.Code == sqlite3.ErrCantOpen ||
+		se.Code == sqlite3.ErrReadonly || se.Code == sqlite3.ErrCorrupt || se.Code == sqlite3.ErrNotADB || se.Code == sqlite3.ErrBusy) {
+		s.mu.Lock()
+		s.writeErr = err
+		s.mu.Unlock()
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return err
+}
+
+// Ready reports whether the store can write now: it writes a probe row (a full disk fails
+// it) and returns the failure. A daemon is not ready while this fails.
+func (s *Store) Ready(ctx context.Context) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO probe VALUES ('ready', ?) ON CONFLICT (k) DO UPDATE SET at = excluded.at`, time.Now().UTC())
+	return s.wrote(err)
 }
 
 // Close closes the store.
@@ -65,8 +120,7 @@ var ErrNotFound = errors.New("not found")
 // ErrConflict is returned when a change no longer applies (state moved on, decision made).
 var ErrConflict = errors.New("conflict")
 
-// CreateStudy stores a new study and its first transition.
-func (s *Store) CreateStudy(ctx context.Context, st *study.Study, actor string) error {
+func (s *Store) createStudy(ctx context.Context, st *study.Study, actor string) error {
 	body, err := json.Marshal(st)
 	if err != nil {
 		return err
@@ -84,6 +138,11 @@ func (s *Store) CreateStudy(ctx context.Context, st *study.Study, actor string) 
 		return fmt.Errorf("store transition: %w", err)
 	}
 	return tx.Commit()
+}
+
+// CreateStudy stores a new study and its first transition.
+func (s *Store) CreateStudy(ctx context.Context, st *study.Study, actor string) error {
+	return s.wrote(s.createStudy(ctx, st, actor))
 }
 
 // Study returns a study with its current state.
@@ -143,6 +202,10 @@ func (s *Store) Studies(ctx context.Context, evaluator string, states ...study.S
 
 // Move changes a study's state from from to to, if it is still in from.
 func (s *Store) Move(ctx context.Context, id string, from, to study.State, actor, note string) error {
+	return s.wrote(s.move(ctx, id, from, to, actor, note))
+}
+
+func (s *Store) move(ctx context.Context, id string, from, to study.State, actor, note string) error {
 	if !study.CanMove(from, to) {
 		return fmt.Errorf("%w: a study cannot move from %s to %s", ErrConflict, from, to)
 	}
@@ -201,13 +264,13 @@ func (s *Store) PutApproval(ctx context.Context, id string, a study.Approval) er
 	}
 	_, err = s.db.ExecContext(ctx, `INSERT INTO approvals VALUES (?, ?, ?, ?)`, id, a.Association, string(body), a.At)
 	if err != nil {
-		var derr *duckdb.Error
-		if errors.As(err, &derr) && derr.Type == duckdb.ErrorTypeConstraint {
+		var se sqlite3.Error
+		if errors.As(err, &se) && se.Code == sqlite3.ErrConstraint {
 			return fmt.Errorf("%w: %s has already decided on study %s", ErrConflict, a.Association, id)
 		}
-		return fmt.Errorf("store approval: %w", err)
+		return s.wrote(fmt.Errorf("store approval: %w", err))
 	}
-	return nil
+	return s.wrote(nil)
 }
 
 // Approvals lists the decisions on a study.
@@ -260,6 +323,10 @@ func (s *Store) PutDispatch(ctx context.Context, id string, d Dispatch) error {
 
 // PutDispatches records several dispatches in one transaction (one fan-out's outcomes).
 func (s *Store) PutDispatches(ctx context.Context, id string, ds []Dispatch) error {
+	return s.wrote(s.putDispatches(ctx, id, ds))
+}
+
+func (s *Store) putDispatches(ctx context.Context, id string, ds []Dispatch) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -287,6 +354,10 @@ WHERE dispatches.state <> 'released'`,
 // replaces a released dispatch: a masked contribution of an earlier round is never unmasked
 // once a new round has begun, so nothing of it is lost.
 func (s *Store) PutRound(ctx context.Context, id string, ds []Dispatch) error {
+	return s.wrote(s.putRound(ctx, id, ds))
+}
+
+func (s *Store) putRound(ctx context.Context, id string, ds []Dispatch) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -344,9 +415,9 @@ func (s *Store) PutResult(ctx context.Context, id string, r Result) error {
 	_, err := s.db.ExecContext(ctx, `INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)`,
 		id, r.QueryIndex, r.QueryID, r.Release, string(r.Checks), r.ReleasedAt.UTC())
 	if err != nil {
-		return fmt.Errorf("store result: %w", err)
+		return s.wrote(fmt.Errorf("store result: %w", err))
 	}
-	return nil
+	return s.wrote(nil)
 }
 
 // Results lists a study's results in query order.

@@ -21,7 +21,7 @@ func open(t *testing.T, path string) *Store {
 
 func TestStudyLifecycleSurvivesRestart(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "state.duckdb")
+	path := filepath.Join(t.TempDir(), "state.sqlite")
 	s := open(t, path)
 	st := &study.Study{ID: study.NewID(), Title: "t", Purpose: "p", Evaluator: "eva", State: study.Submitted, CreatedAt: time.Now(),
 		Queries: []study.Query{{ID: "q", Hash: "h", Params: map[string]string{"from": "2021-01-01"}}}, Associations: []string{"hbs", "varna"}}

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 
@@ -138,6 +139,12 @@ func Validate(r *Request, cat *queries.Catalog, federation []string, evaluator s
 	if strings.TrimSpace(r.Purpose) == "" {
 		errs = append(errs, errors.New("purpose: missing: say why the study is needed"))
 	}
+	if err := checkText("title", r.Title, 300); err != nil {
+		errs = append(errs, err)
+	}
+	if err := checkText("purpose", r.Purpose, 4000); err != nil {
+		errs = append(errs, err)
+	}
 	if len(r.Queries) == 0 {
 		errs = append(errs, errors.New("queries: none: expected at least one catalog query"))
 	}
@@ -180,7 +187,7 @@ func Validate(r *Request, cat *queries.Catalog, federation []string, evaluator s
 		}
 	}
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))
 	}
 	return s, nil
 }
@@ -213,6 +220,23 @@ func SignApproval(s *Study, association string, key ed25519.PrivateKey) [][]byte
 	return sigs
 }
 
+// ErrInvalid is returned for a study request or decision that is wrong as written: the
+// client's to fix (HTTP 4xx), unlike a failure to store it.
+var ErrInvalid = errors.New("invalid")
+
+// checkText refuses control characters (NUL included) and over-long text in a free-text field.
+func checkText(field, v string, max int) error {
+	if len(v) > max {
+		return fmt.Errorf("%s: %d bytes: expected at most %d", field, len(v), max)
+	}
+	for i, r := range v {
+		if r < 0x20 && r != '\n' && r != '\t' || r == 0x7f || r == utf8.RuneError {
+			return fmt.Errorf("%s: a control or invalid character at byte %d: expected printable UTF-8 text", field, i)
+		}
+	}
+	return nil
+}
+
 // ErrBadApproval is returned for an approval whose signatures do not verify.
 var ErrBadApproval = errors.New("approval signature does not verify")
 
@@ -220,12 +244,15 @@ var ErrBadApproval = errors.New("approval signature does not verify")
 func CheckApproval(s *Study, a Approval, pub ed25519.PublicKey) error {
 	if a.Decision == Refuse {
 		if strings.TrimSpace(a.Reason) == "" {
-			return errors.New("a refusal needs a reason")
+			return fmt.Errorf("%w: a refusal needs a reason", ErrInvalid)
+		}
+		if err := checkText("reason", a.Reason, 2000); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalid, err)
 		}
 		return nil
 	}
 	if a.Decision != Approve {
-		return fmt.Errorf("decision %q: expected approved or refused", a.Decision)
+		return fmt.Errorf("%w: decision %q: expected approved or refused", ErrInvalid, a.Decision)
 	}
 	if len(a.Signatures) != len(s.Queries) {
 		return fmt.Errorf("%w: %d signatures for %d queries", ErrBadApproval, len(a.Signatures), len(s.Queries))

@@ -177,7 +177,7 @@ func startInProc(t testing.TB, perNode int, onlyAssoc ...string) *inproc {
 		t.Cleanup(func() { c.Close() })
 		nodes = append(nodes, coordinator.Node{Association: assoc, Client: c, ApprovalKey: pub, Health: c.Healthy, Status: c.Status})
 	}
-	f.store, err = state.Open(context.Background(), filepath.Join(f.dir, "coordinator", "state.duckdb"))
+	f.store, err = state.Open(context.Background(), filepath.Join(f.dir, "coordinator", "state.sqlite"))
 	if err != nil {
 		t.Fatal(err)
 	}

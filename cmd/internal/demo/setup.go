@@ -265,7 +265,7 @@ listen: %s
 nodes_tls: {ca: ../pki/ca.pem, cert: ../pki/coordinator.pem, key: ../pki/coordinator-key.pem}
 ticket_key: ../keys/coordinator.key
 catalog: {dir: ../catalog, authority_key: ../keys/catalog-authority.pub}
-store: coordinator.duckdb
+store: coordinator.sqlite
 audit_log: audit.log
 tokens_file: tokens.yaml
 fanout: {node_timeout: 10s, retries: 2, backoff: 200ms}
