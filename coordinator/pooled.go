@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
@@ -64,8 +63,9 @@ func currentRound(stored []state.Dispatch, qi int, approving []string) (cohort [
 }
 
 // dispatchPooled runs the rounds of query qi until a whole cohort has answered, and returns
-// the associations of the approving set that are not in that cohort.
-func (c *Coordinator) dispatchPooled(ctx context.Context, s *study.Study, qi int, approved map[string]study.Approval, approving []string, stored []state.Dispatch) ([]string, error) {
+// the associations of the approving set that are not in that cohort. Nodes found unavailable
+// earlier in the study start outside the cohort (unless a probe finds them back).
+func (c *Coordinator) dispatchPooled(ctx context.Context, s *study.Study, qi int, approved map[string]study.Approval, approving []string, stored []state.Dispatch, avail *availability) ([]string, error) {
 	q := s.Queries[qi]
 	e, ok := c.o.Catalog.Get(q.ID)
 	if !ok {
@@ -75,56 +75,48 @@ func (c *Coordinator) dispatchPooled(ctx context.Context, s *study.Study, qi int
 	if err != nil {
 		return nil, err
 	}
-	cohort, round, answered := currentRound(stored, qi, approving)
-	for attempt := 0; attempt < len(approving); attempt++ {
+	for _, d := range stored {
+		if d.QueryIndex == qi && d.State == state.DispatchReleased && d.Metadata[wire.MetaKind] == wire.KindTable {
+			return missingOf(approving, []string{d.Association}), nil // an earlier run ended alone
+		}
+	}
+	cohort, round, answered := currentRound(stored, qi, c.usable(ctx, avail, approving))
+	if len(cohort) == 1 {
+		return c.dispatchAlone(ctx, s, qi, approved, approving, cohort[0])
+	}
+	if len(cohort) == 0 {
+		return missingOf(approving, nil), nil
+	}
+	for attempt := 0; attempt <= len(approving); attempt++ {
 		var targets []fanout.Target
+		failed := map[string]string{}
 		for _, assoc := range cohort {
 			if answered[assoc] {
 				continue
 			}
 			n, ok := c.nodes[assoc]
 			if !ok {
+				failed[assoc] = "no node"
 				continue
 			}
 			c.setProgress(s.ID, assoc, NodeProgress{State: "waiting"})
 			targets = append(targets, fanout.Target{Association: assoc, Node: n.Client,
 				Ticket: c.ticketFunc(s, qi, assoc, approved[assoc], cohort, round)})
 		}
-		failed := map[string]string{}
-		for _, assoc := range cohort {
-			if _, ok := c.nodes[assoc]; !ok {
-				failed[assoc] = "no node"
-			}
-		}
 		if len(targets) > 0 {
-			opts := c.fanOutOptions(s)
-			start := time.Now()
-			outcomes := fanout.Run(ctx, targets, opts)
-			c.fanSeconds.Observe(time.Since(start).Seconds())
 			md := map[string]string{wire.MetaCohort: strings.Join(cohort, ","), wire.MetaRound: strconv.Itoa(round)}
-			batch := make([]state.Dispatch, 0, len(outcomes))
-			for _, out := range outcomes {
-				d := state.Dispatch{QueryIndex: qi, Association: out.Association, Attempts: out.Attempts, Metadata: md}
-				if out.Err == nil {
-					raw, perr := c.checkContribution(out.Release.Metadata, out.Release.Table, s.ID, q, out.Association, cohort, round, layout)
-					out.Release.Table.Release()
-					if perr != nil {
-						out.Err = perr
-					} else {
-						d.State, d.Release, d.Metadata = state.DispatchReleased, raw, out.Release.Metadata
-						answered[out.Association] = true
-						c.nodeSecs.WithLabelValues(out.Association).Observe(out.Elapsed.Seconds())
-					}
-				}
-				if out.Err != nil {
-					c.nodeErrors.WithLabelValues(out.Association).Inc()
-					d.State, d.Error = state.DispatchFailed, out.Err.Error()
-					failed[out.Association] = out.Err.Error()
-				}
-				batch = append(batch, d)
+			check := func(md map[string]string, rec arrow.Record, assoc string) ([]byte, error) {
+				return c.checkContribution(md, rec, s.ID, q, assoc, cohort, round, layout)
 			}
-			if err := c.o.Store.PutRound(ctx, s.ID, batch); err != nil {
+			got, bad, err := c.runFanOut(ctx, s, qi, targets, avail, check, md, c.o.Store.PutRound)
+			if err != nil {
 				return nil, err
+			}
+			for a := range got {
+				answered[a] = true
+			}
+			for a, why := range bad {
+				failed[a] = why
 			}
 		}
 		if len(failed) == 0 {
@@ -157,30 +149,22 @@ func (c *Coordinator) dispatchPooled(ctx context.Context, s *study.Study, qi int
 // pooled cohort has shrunk to it.
 func (c *Coordinator) dispatchAlone(ctx context.Context, s *study.Study, qi int, approved map[string]study.Approval, approving []string, assoc string) ([]string, error) {
 	q := s.Queries[qi]
-	n := c.nodes[assoc]
-	outs := fanout.Run(ctx, []fanout.Target{{Association: assoc, Node: n.Client, Ticket: c.ticketFunc(s, qi, assoc, approved[assoc], nil, 0)}}, c.fanOutOptions(s))
-	out := outs[0]
-	d := state.Dispatch{QueryIndex: qi, Association: assoc, Attempts: out.Attempts}
-	if out.Err == nil {
-		raw, err := encode(out.Release.Table)
-		out.Release.Table.Release()
-		if err != nil {
+	n, ok := c.nodes[assoc]
+	if !ok {
+		return missingOf(approving, nil), nil
+	}
+	check := func(md map[string]string, rec arrow.Record, a string) ([]byte, error) {
+		if err := checkProvenance(md, s.ID, q, a); err != nil {
 			return nil, err
 		}
-		if err := checkProvenance(out.Release.Metadata, s.ID, q, assoc); err != nil {
-			out.Err = err
-		} else {
-			d.State, d.Release, d.Metadata = state.DispatchReleased, raw, out.Release.Metadata
-		}
+		return encode(rec)
 	}
-	if out.Err != nil {
-		c.nodeErrors.WithLabelValues(assoc).Inc()
-		d.State, d.Error = state.DispatchFailed, out.Err.Error()
-	}
-	if err := c.o.Store.PutRound(ctx, s.ID, []state.Dispatch{d}); err != nil {
+	got, _, err := c.runFanOut(ctx, s, qi, []fanout.Target{{Association: assoc, Node: n.Client,
+		Ticket: c.ticketFunc(s, qi, assoc, approved[assoc], nil, 0)}}, nil, check, nil, c.o.Store.PutRound)
+	if err != nil {
 		return nil, err
 	}
-	if out.Err != nil {
+	if !got[assoc] {
 		return missingOf(approving, nil), nil
 	}
 	return missingOf(approving, []string{assoc}), nil

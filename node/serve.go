@@ -109,6 +109,7 @@ func Serve(ctx context.Context, o Options) error {
 			return nil
 		},
 		Aggregation: agg,
+		History:     func(fn func(audit.Entry)) error { return audit.ScanFile(cfg.Abs(cfg.AuditLog), fn) },
 		Snapshot:    st.Snapshot,
 		LastImport:  st.LastImport,
 		Allocator:   o.Allocator,
@@ -201,10 +202,8 @@ func aggregation(cfg *config.Config, secret []byte, x *executor.Executor) (*flig
 		return nil, fmt.Errorf("%s: aggregation.peers.%s is not this node's key (samsyn node aggregation-key prints it: %s)",
 			cfg.Path(), cfg.Association, secagg.PublicHex(key.PublicKey()))
 	}
-	auditPath := cfg.Abs(cfg.AuditLog)
 	return &flightsrv.Aggregation{
 		Contributor: x, Key: key, Peers: peers, MaxCohorts: ag.MaxCohorts,
 		Allowed: func(cohort []string) error { return ag.CohortAllowed(cfg.Association, cohort) },
-		Seen:    func(fn func(audit.Entry)) error { return audit.ScanFile(auditPath, fn) },
 	}, nil
 }

@@ -44,6 +44,8 @@ type federation struct {
 	ticketKey, assocKey, otherKey ed25519.PrivateKey
 	coordTLS, intruderTLS         mtls.Files
 	cfg                           *config.Config
+	serve                         func(t *testing.T) // starts the node (again) on a new port
+	stop                          func(t *testing.T) // stops it
 }
 
 func issue(t *testing.T, ca *mtls.CA, caFile, dir, name, identity string) mtls.Files {
@@ -129,26 +131,38 @@ allowed_queries: [exits_by_municipality, outcome_by_method, exits_by_association
 		t.Fatal(err)
 	}
 	f.alloc = memory.NewCheckedAllocator(memory.NewGoAllocator())
-	ctx, cancel := context.WithCancel(context.Background())
-	listening := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- Serve(ctx, Options{Config: f.cfg, Secret: []byte("node-secret-0123456789abcdef0123"), TLS: serverTLS,
-			CatalogKey: authPub, TicketKeys: []ed25519.PublicKey{ticketPub}, AssociationKey: assocPub,
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Allocator: f.alloc, Listening: func(a string) { listening <- a }})
-	}()
-	select {
-	case f.addr = <-listening:
-	case err := <-done:
-		t.Fatalf("node did not start: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("node did not start in 30 s")
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
+	f.serve = func(t *testing.T) {
+		t.Helper()
+		ctx, cancel := context.WithCancel(context.Background())
+		listening := make(chan string, 1)
+		done := make(chan error, 1)
+		go func() {
+			done <- Serve(ctx, Options{Config: f.cfg, Secret: []byte("node-secret-0123456789abcdef0123"), TLS: serverTLS,
+				CatalogKey: authPub, TicketKeys: []ed25519.PublicKey{ticketPub}, AssociationKey: assocPub,
+				Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Allocator: f.alloc, Listening: func(a string) { listening <- a }})
+		}()
+		select {
+		case f.addr = <-listening:
+		case err := <-done:
+			t.Fatalf("node did not start: %v", err)
+		case <-time.After(30 * time.Second):
+			t.Fatal("node did not start in 30 s")
 		}
+		stopped := false
+		f.stop = func(t *testing.T) {
+			if stopped {
+				return
+			}
+			stopped = true
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		}
+	}
+	f.serve(t)
+	t.Cleanup(func() {
+		f.stop(t)
 		f.alloc.AssertSize(t, 0)
 	})
 	return f
@@ -327,5 +341,46 @@ func TestNodeFlightContract(t *testing.T) {
 	raw, _ := os.ReadFile(f.cfg.Abs(f.cfg.AuditLog))
 	if strings.Count(string(raw), `"action":"release"`) != 1 || strings.Count(string(raw), `"action":"refuse"`) != len(refusals) {
 		t.Fatalf("audit log:\n%s", raw)
+	}
+}
+
+// TestATicketCannotBeReplayedAcrossARestartAndARepeatIsNotANewRelease: used nonces survive a
+// restart (the node replays its audit log), and a second ticket for the same study, query
+// and parameters is answered with the same table and audited as a repeat.
+func TestATicketCannotBeReplayedAcrossARestartAndARepeatIsNotANewRelease(t *testing.T) {
+	f := startNode(t)
+	ctx := context.Background()
+	good := f.ticket(t, "exits_by_municipality", nil)
+	first, err := f.client(t, f.coordTLS).Get(ctx, good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Table.Release()
+	f.stop(t)
+	f.serve(t)
+	c := f.client(t, f.coordTLS)
+	if _, err := c.Get(ctx, good); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "replayed") {
+		t.Fatalf("a ticket used before the restart was accepted again: %v", err)
+	}
+	again, err := c.Get(ctx, f.ticket(t, "exits_by_municipality", nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer again.Table.Release()
+	n1, n2 := first.Table.Column(2).(*array.Int64), again.Table.Column(2).(*array.Int64)
+	if n1.Len() != n2.Len() {
+		t.Fatalf("the repeat has %d cells, the first answer %d", n2.Len(), n1.Len())
+	}
+	for i := 0; i < n1.Len(); i++ {
+		if n1.IsNull(i) != n2.IsNull(i) || !n1.IsNull(i) && n1.Value(i) != n2.Value(i) {
+			t.Fatalf("cell %d differs in the repeat", i)
+		}
+	}
+	raw, _ := os.ReadFile(f.cfg.Abs(f.cfg.AuditLog))
+	if got := strings.Count(string(raw), `"action":"release"`); got != 1 {
+		t.Fatalf("%d release entries for one study's query, want 1:\n%s", got, raw)
+	}
+	if !strings.Contains(string(raw), `"action":"repeat"`) || !strings.Contains(string(raw), `"reason":"replayed"`) {
+		t.Fatalf("the repeat or the replay is not in the audit log:\n%s", raw)
 	}
 }

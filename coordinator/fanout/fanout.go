@@ -42,6 +42,10 @@ type Options struct {
 	Transient   func(error) bool
 	// Progress, if set, is called as each node starts an attempt and when it finishes.
 	Progress func(association, state string, attempt int, err error)
+	// Done, if set, is called with each node's outcome as soon as that node is finished, from
+	// the node's goroutine: the caller stores each answer as it arrives, so a crash loses
+	// none that came in. It may take over the outcome's Release (and set it to nil).
+	Done func(o *Outcome)
 }
 
 // Run asks every target in parallel and returns one outcome per target, in target order.
@@ -67,6 +71,9 @@ func Run(ctx context.Context, targets []Target, o Options) []Outcome {
 		go func() {
 			defer wg.Done()
 			out[i] = ask(ctx, t, o)
+			if o.Done != nil {
+				o.Done(&out[i])
+			}
 			if out[i].Err != nil && o.FailFast && !errors.Is(out[i].Err, context.Canceled) {
 				cancel()
 			}

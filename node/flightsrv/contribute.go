@@ -36,11 +36,10 @@ var _ Contributor = (*executor.Executor)(nil)
 // Aggregation is what the node needs to contribute to pooled releases.
 type Aggregation struct {
 	Contributor Contributor
-	Key         *ecdh.PrivateKey                 // this node's aggregation key
-	Peers       map[string]*ecdh.PublicKey       // pinned keys of every association, this one's included
-	Allowed     func(cohort []string) error      // the node's cohort policy
-	MaxCohorts  int                              // distinct cohorts per query and parameters
-	Seen        func(fn func(audit.Entry)) error // replays the audit log, to remember cohorts across restarts
+	Key         *ecdh.PrivateKey            // this node's aggregation key
+	Peers       map[string]*ecdh.PublicKey  // pinned keys of every association, this one's included
+	Allowed     func(cohort []string) error // the node's cohort policy
+	MaxCohorts  int                         // distinct cohorts per query and parameters
 }
 
 // ActionContribute is the audit action of a masked contribution.
@@ -66,6 +65,52 @@ func (l *cohortLedger) add(queryHash, params, cohort string) {
 func (l *cohortLedger) remember(e audit.Entry) {
 	if e.Action == ActionContribute {
 		l.add(e.Fields["query_hash"], e.Fields["params"], e.Fields["cohort"])
+	}
+}
+
+// ActionRepeat is the audit action of an answer to a ticket the node has answered before
+// (the same study, query, parameters, cohort and round, under a new nonce): the same release
+// again, never a new one.
+const ActionRepeat = "repeat"
+
+// answeredSet remembers the tickets the node has answered, by everything but the nonce; its
+// durable form is the audit log, replayed at start.
+type answeredSet struct {
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+func answerKey(study, queryHash, params, cohort, round string) string {
+	return strings.Join([]string{study, queryHash, params, cohort, round}, "\x00")
+}
+
+func ticketAnswerKey(t *wire.Ticket) string {
+	round := ""
+	if t.Pooled() {
+		round = strconv.Itoa(t.Round)
+	}
+	return answerKey(t.StudyID, t.QueryHash, paramsText(t.Params), strings.Join(t.Cohort, ","), round)
+}
+
+func (a *answeredSet) has(t *wire.Ticket) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.seen[ticketAnswerKey(t)]
+}
+
+func (a *answeredSet) add(t *wire.Ticket) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.seen[ticketAnswerKey(t)] = true
+}
+
+func (a *answeredSet) remember(e audit.Entry) {
+	f := e.Fields
+	switch e.Action {
+	case "release":
+		a.seen[answerKey(f["study"], f["query_hash"], f["params"], "", "")] = true
+	case ActionContribute:
+		a.seen[answerKey(f["study"], f["query_hash"], f["params"], f["cohort"], f["round"])] = true
 	}
 }
 
@@ -112,7 +157,12 @@ func (s *Server) contribute(ctx context.Context, actor string, t *wire.Ticket, e
 		return s.refuse(ctx, actor, t, codes.PermissionDenied, "cohort", err)
 	}
 	rep, _ := json.Marshal(res.Report)
-	entry, err := s.opts.Audit.Append(ctx, audit.Entry{Actor: actor, Action: ActionContribute, Fields: map[string]string{
+	action := ActionContribute
+	repeat := s.answered.has(t)
+	if repeat {
+		action = ActionRepeat
+	}
+	entry, err := s.opts.Audit.Append(ctx, audit.Entry{Actor: actor, Action: action, Fields: map[string]string{
 		"study": t.StudyID, "query": t.QueryID, "query_hash": t.QueryHash, "params": params,
 		"nonce": hex.EncodeToString(t.Nonce), "snapshot": res.Snapshot, "cohort": cohort, "round": strconv.Itoa(t.Round),
 		"layout": res.Layout, "report": string(rep),
@@ -122,6 +172,7 @@ func (s *Server) contribute(ctx context.Context, actor string, t *wire.Ticket, e
 		return status.Error(codes.Internal, "audit log unavailable: refusing to answer")
 	}
 	s.ledger.add(t.QueryHash, params, cohort)
+	s.answered.add(t)
 
 	md := arrow.NewMetadata(
 		[]string{wire.MetaNode, wire.MetaAssociation, wire.MetaStudy, wire.MetaQueryID, wire.MetaQueryHash, wire.MetaSnapshot,

@@ -66,9 +66,13 @@ type Options struct {
 	// Aggregation lets the node contribute to pooled releases; nil answers only tickets
 	// for the node's own table.
 	Aggregation *Aggregation
-	Allocator   memory.Allocator
-	Logger      *slog.Logger
-	Registerer  prometheus.Registerer
+	// History replays the node's audit log at start: the tickets answered (a repeat is
+	// audited as such), the cohorts joined, and the nonces still within their lifetime (a
+	// restart does not make a used ticket usable again).
+	History    func(fn func(audit.Entry)) error
+	Allocator  memory.Allocator
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
 }
 
 // Server implements flight.FlightServer for DoGet.
@@ -80,6 +84,7 @@ type Server struct {
 	cells      *prometheus.CounterVec
 	catalogSum string
 	ledger     cohortLedger
+	answered   answeredSet
 }
 
 // New returns the service.
@@ -112,7 +117,8 @@ func New(opts Options) (*Server, error) {
 		}
 		return allowed(id)
 	}
-	s := &Server{opts: opts, logger: opts.Logger.With("component", "flight"), ledger: cohortLedger{seen: map[string]map[string]bool{}}}
+	s := &Server{opts: opts, logger: opts.Logger.With("component", "flight"), ledger: cohortLedger{seen: map[string]map[string]bool{}},
+		answered: answeredSet{seen: map[string]bool{}}}
 	if ag := opts.Aggregation; ag != nil {
 		if ag.Contributor == nil || ag.Key == nil || ag.Allowed == nil || ag.MaxCohorts < 1 {
 			return nil, errors.New("flight service: aggregation needs a contributor, a key, a cohort policy and max cohorts")
@@ -120,10 +126,19 @@ func New(opts Options) (*Server, error) {
 		if pub, ok := ag.Peers[opts.Association]; !ok || !pub.Equal(ag.Key.PublicKey()) {
 			return nil, fmt.Errorf("flight service: the pinned aggregation key of %s is not this node's (aggregation.peers)", opts.Association)
 		}
-		if ag.Seen != nil {
-			if err := ag.Seen(s.ledger.remember); err != nil {
-				return nil, err
+	}
+	if opts.History != nil {
+		now := time.Now()
+		horizon := wire.MaxLifetime + 2*wire.DefaultSkew
+		err := opts.History(func(e audit.Entry) {
+			s.ledger.remember(e)
+			s.answered.remember(e)
+			if n, err := hex.DecodeString(e.Fields["nonce"]); err == nil && len(n) == wire.NonceSize && v.Nonces != nil && e.Time.Add(horizon).After(now) {
+				_, _ = v.Nonces.Remember(context.Background(), n, e.Time.Add(horizon))
 			}
+		})
+		if err != nil {
+			return nil, fmt.Errorf("flight service: replay the audit log: %w", err)
 		}
 	}
 	f := promauto.With(opts.Registerer)
@@ -229,7 +244,11 @@ func (s *Server) DoGet(tkt *flight.Ticket, stream flight.FlightService_DoGetServ
 	defer res.Table.Release()
 
 	rep, _ := json.Marshal(res.Report)
-	entry, err := s.opts.Audit.Append(ctx, audit.Entry{Actor: actor, Action: "release", Fields: map[string]string{
+	action := "release"
+	if s.answered.has(t) {
+		action = ActionRepeat
+	}
+	entry, err := s.opts.Audit.Append(ctx, audit.Entry{Actor: actor, Action: action, Fields: map[string]string{
 		"study": t.StudyID, "query": t.QueryID, "query_hash": t.QueryHash, "params": paramsText(t.Params),
 		"nonce": hex.EncodeToString(t.Nonce), "snapshot": res.Snapshot, "cells": strconv.Itoa(res.Report.Cells),
 		"suppressed": strconv.Itoa(res.Report.Suppressed), "report": string(rep),
@@ -238,6 +257,7 @@ func (s *Server) DoGet(tkt *flight.Ticket, stream flight.FlightService_DoGetServ
 		s.logger.Error("audit append failed", "err", err)
 		return status.Error(codes.Internal, "audit log unavailable: refusing to answer")
 	}
+	s.answered.add(t)
 	rec := withProvenance(res.Table, map[string]string{
 		wire.MetaNode: s.opts.NodeID, wire.MetaAssociation: s.opts.Association, wire.MetaStudy: t.StudyID,
 		wire.MetaQueryID: t.QueryID, wire.MetaQueryHash: t.QueryHash, wire.MetaSnapshot: res.Snapshot,
