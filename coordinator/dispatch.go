@@ -22,14 +22,28 @@ import (
 // probe before a query finds it back, so one hung node costs the study one deadline, not
 // one per query.
 type availability struct {
-	mu   sync.Mutex
-	down map[string]bool
+	mu     sync.Mutex
+	down   map[string]bool
+	probed map[string]time.Time
+}
+
+// probeEvery spaces the health probes of a node found unavailable, and probeTimeout bounds
+// each: a hung node costs a study one deadline and a probe now and then, not a deadline per
+// query.
+const (
+	probeEvery   = 5 * time.Second
+	probeTimeout = 500 * time.Millisecond
+)
+
+func newAvailability() *availability {
+	return &availability{down: map[string]bool{}, probed: map[string]time.Time{}}
 }
 
 func (a *availability) markDown(assoc string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.down[assoc] = true
+	a.probed[assoc] = time.Now()
 }
 
 // usable returns the associations of order that may be asked now, probing those marked down.
@@ -37,16 +51,19 @@ func (c *Coordinator) usable(ctx context.Context, a *availability, order []strin
 	var out []string
 	for _, assoc := range order {
 		a.mu.Lock()
-		down := a.down[assoc]
+		down, last := a.down[assoc], a.probed[assoc]
 		a.mu.Unlock()
 		if down {
 			n, ok := c.nodes[assoc]
-			if !ok || n.Health == nil {
+			if !ok || n.Health == nil || time.Since(last) < probeEvery {
 				continue
 			}
-			pctx, cancel := context.WithTimeout(ctx, time.Second)
+			pctx, cancel := context.WithTimeout(ctx, probeTimeout)
 			err := n.Health(pctx)
 			cancel()
+			a.mu.Lock()
+			a.probed[assoc] = time.Now()
+			a.mu.Unlock()
 			if err != nil {
 				continue
 			}
@@ -139,7 +156,7 @@ func (c *Coordinator) dispatch(ctx context.Context, s *study.Study, approved map
 		}
 	}
 	failed := map[string]bool{}
-	avail := &availability{down: map[string]bool{}}
+	avail := newAvailability()
 	for qi, q := range s.Queries {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -473,24 +474,72 @@ func TestAHangingNodeMeetsTheDeadline(t *testing.T) {
 	}
 }
 
+// gatedNode holds every request to one node until the context ends: the fault-injection
+// hook that keeps a study in flight while the coordinator is stopped, whatever the machine's
+// speed. It never reaches the node it stands for.
+type gatedNode struct {
+	mu    sync.Mutex
+	calls int
+}
+
+func (g *gatedNode) Get(ctx context.Context, _ []byte) (*nodeclient.Release, error) {
+	g.mu.Lock()
+	g.calls++
+	g.mu.Unlock()
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (g *gatedNode) count() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.calls
+}
+
 func TestCoordinatorRestartMidStudyLosesNothingAndAsksNoNodeTwice(t *testing.T) {
 	f := startInProc(t, 300)
 	ctx := context.Background()
-	s := f.runAll(t, study.OnFailureFail)
-	f.waitForFirstDispatch(t, s.ID)
-	f.coord.Stop() // killed mid-study
-	before, _ := f.store.Dispatches(ctx, s.ID)
+	real := f.coord.Nodes()
+	gated := append([]coordinator.Node(nil), real...)
+	gate := &gatedNode{}
+	for i := range gated {
+		if gated[i].Association == "roslagen" {
+			gated[i].Client = gate
+		}
+	}
+	f.coord.Stop()
+	newCoord := func(nodes []coordinator.Node) *coordinator.Coordinator {
+		c, err := coordinator.New(coordinator.Options{Store: f.store, Catalog: f.coord.Catalog(), Signatures: f.sigs(t), Nodes: nodes,
+			TicketKey: f.ticketKey(t), Policy: disclosure.Defaults(), FanOut: fanout.Options{NodeTimeout: time.Minute}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Start(ctx)
+		return c
+	}
+	first := newCoord(gated)
+	f.coord = first
+	s := f.runAll(t, study.OnFailurePartial)
+	// Wait until the seven other nodes' answers to the first query are stored, while
+	// Roslagen's request is held.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ds, _ := f.store.Dispatches(ctx, s.ID)
+		if len(ds) >= 7 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d answers stored in 60 s", len(ds))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	first.Stop() // the coordinator goes away mid-study
 	if st, _ := f.store.Study(ctx, s.ID); st.State.Final() {
-		t.Skipf("the study finished before the restart (%d dispatches): the machine is too fast for this test", len(before))
+		t.Fatalf("the study ended %s while a node was held", st.State)
 	}
-	c, err := coordinator.New(coordinator.Options{Store: f.store, Catalog: f.coord.Catalog(), Signatures: f.sigs(t), Nodes: f.coord.Nodes(),
-		TicketKey: f.ticketKey(t), Policy: disclosure.Defaults()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Start(ctx)
-	defer c.Stop()
-	f.coord = c
+	second := newCoord(real)
+	defer second.Stop()
+	f.coord = second
 	if got := f.wait(t, s.ID); got.State != study.Released {
 		t.Fatalf("after restart the study ended %s", got.State)
 	}
@@ -505,7 +554,64 @@ func TestCoordinatorRestartMidStudyLosesNothingAndAsksNoNodeTwice(t *testing.T) 
 			t.Errorf("node %s released %d of %d queries", assoc, len(counts), len(s.Queries))
 		}
 	}
-	t.Logf("%d dispatches were stored before the restart", len(before))
+	res, _ := f.store.Results(ctx, s.ID)
+	for _, r := range res {
+		var ch coordinator.Checks
+		json.Unmarshal(r.Checks, &ch)
+		if ch.Partial || len(ch.Associations) != 8 {
+			t.Fatalf("%s after the restart: %+v", r.QueryID, ch)
+		}
+	}
+}
+
+// TestAHungNodeCostsAStudyOneDeadlineNotOnePerQuery: a node that never answers is asked once;
+// the study's later queries leave it out (its health probe fails too) and mark it missing.
+func TestAHungNodeCostsAStudyOneDeadlineNotOnePerQuery(t *testing.T) {
+	f := startInProc(t, 300, "hbs", "varna", "roslagen")
+	nodes := f.coord.Nodes()
+	gate := &gatedNode{}
+	for i := range nodes {
+		if nodes[i].Association == "roslagen" {
+			nodes[i].Client = gate
+			nodes[i].Health = func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
+		}
+	}
+	cat := f.coord.Catalog()
+	f.coord.Stop()
+	c, err := coordinator.New(coordinator.Options{Store: f.store, Catalog: cat, Signatures: f.sigs(t), Nodes: nodes,
+		TicketKey: f.ticketKey(t), Policy: disclosure.Defaults(), FanOut: fanout.Options{NodeTimeout: 300 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Start(context.Background())
+	defer c.Stop()
+	f.coord = c
+	var qs []study.QueryReq
+	for _, id := range []string{"exits_by_association", "outcome_by_method", "outcome_by_gender_age", "inflow_by_quarter", "exits_by_quarter", "outcome_by_education"} {
+		qs = append(qs, study.QueryReq{ID: id, Params: map[string]string{"from": "2020-04-01", "to": "2022-09-30"}})
+	}
+	s, err := c.Submit(context.Background(), &study.Request{Title: "h", Purpose: "e2e", OnNodeFailure: study.OnFailurePartial, Queries: qs}, "eva")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.approveAll(t, s)
+	if got := f.wait(t, s.ID); got.State != study.Released {
+		t.Fatalf("study %s", got.State)
+	}
+	if n := gate.count(); n != 1 {
+		t.Fatalf("the hung node was asked %d times in a study of %d queries, want once", n, len(qs))
+	}
+	res, _ := f.store.Results(context.Background(), s.ID)
+	if len(res) != len(qs) {
+		t.Fatalf("%d results for %d queries", len(res), len(qs))
+	}
+	for _, r := range res {
+		var ch coordinator.Checks
+		json.Unmarshal(r.Checks, &ch)
+		if !slices.Contains(ch.Missing, "roslagen") || len(ch.Associations) != 2 {
+			t.Fatalf("%s: %+v", r.QueryID, ch)
+		}
+	}
 }
 
 func releasesInAudit(t *testing.T, path, studyID string) map[string]int {
