@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/csv"
 	"encoding/hex"
@@ -13,6 +14,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/apache/arrow/go/v17/arrow/ipc"
@@ -23,6 +25,7 @@ import (
 
 	"github.com/samsyn/samsyn/coordinator/api"
 	"github.com/samsyn/samsyn/coordinator/study"
+	"github.com/samsyn/samsyn/queries/wire"
 )
 
 var roles = []string{"steering", "evaluator", "association:hbs", "association:varna", "admin"}
@@ -169,5 +172,82 @@ func TestAPIRolesAndResultFormats(t *testing.T) {
 	}
 	if code, _, _ := call(t, "GET", base, tok["steering"], nil, "image/png"); code != http.StatusNotAcceptable {
 		t.Fatalf("an unknown format: %d", code)
+	}
+}
+
+// TestConcurrentStudiesAndApprovalsAllSucceed: 100 studies submitted and approved by two
+// associations at once, through the API: every stored decision is answered 200, a second
+// decision 409, and every study is released.
+func TestConcurrentStudiesAndApprovalsAllSucceed(t *testing.T) {
+	f := startInProc(t, 100, "hbs", "varna")
+	srv, tok := apiServer(t, f)
+	do := func(method, url, token string, body []byte) (int, []byte, error) {
+		req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, nil, err
+		}
+		defer resp.Body.Close()
+		raw, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, raw, err
+	}
+	const n = 100
+	studies := make([]study.Study, n)
+	errs := make(chan error, 3*n)
+	sem := make(chan struct{}, 32)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			body := fmt.Sprintf("title: Samtidig %d\npurpose: e2e\nassociations: [hbs, varna]\non_node_failure: partial\nqueries:\n  - {id: exits_by_association, params: {from: 2021-01-01, to: 2021-12-31}}\n", i)
+			code, raw, err := do("POST", srv.URL+"/api/v1/studies", tok["evaluator"], []byte(body))
+			if err != nil || code != http.StatusCreated {
+				errs <- fmt.Errorf("submit %d: %d %s %v", i, code, raw, err)
+				return
+			}
+			json.Unmarshal(raw, &studies[i])
+		}()
+	}
+	wg.Wait()
+	approve := func(s study.Study, assoc string) (int, []byte, error) {
+		var sigs [][]byte
+		for _, q := range s.Queries {
+			sigs = append(sigs, ed25519.Sign(f.assocKeys[assoc], wire.ApprovalMessage(s.ID, assoc, q.ID, q.Hash, q.Params)))
+		}
+		body, _ := json.Marshal(api.Decision{Decision: study.Approve, Signatures: sigs})
+		return do("POST", srv.URL+"/api/v1/studies/"+s.ID+"/approvals", tok["association:"+assoc], body)
+	}
+	for i := range n {
+		for _, assoc := range []string{"hbs", "varna"} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				if code, raw, err := approve(studies[i], assoc); err != nil || code != http.StatusOK {
+					errs <- fmt.Errorf("approve %s for %s: %d %s %v", studies[i].ID, assoc, code, raw, err)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if t.Failed() {
+		return
+	}
+	if code, raw, _ := approve(studies[0], "hbs"); code != http.StatusConflict {
+		t.Fatalf("a second decision: %d %s", code, raw)
+	}
+	for _, s := range studies {
+		if got := f.wait(t, s.ID); got.State != study.Released {
+			t.Fatalf("study %s ended %s", s.ID, got.State)
+		}
 	}
 }
