@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -42,6 +43,9 @@ approved, anonymised aggregates ever leave it.`,
 }
 
 func main() {
+	// Nothing Samsyn writes is for other users: files 0640 at most, folders 0750, unless a
+	// file is made stricter still (secrets, stores and keys are 0600).
+	syscall.Umask(0o027)
 	if err := newRoot().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "samsyn:", err)
 		os.Exit(1)

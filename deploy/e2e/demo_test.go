@@ -160,6 +160,20 @@ func TestDemoE2EStartsServesStopsAndLeavesNothingBehind(t *testing.T) {
 	if fi, _ := os.Stat(filepath.Join(dir, "credentials.json")); fi.Mode().Perm() != 0o600 {
 		t.Fatalf("credentials.json has mode %v", fi.Mode())
 	}
+	// Stores and state are the owner's alone; nothing the demo writes is readable by others.
+	for _, p := range []string{"nodes/hbs/store.duckdb", "nodes/roslagen/store.duckdb", "coordinator/coordinator.sqlite", "nodes/hbs/secret"} {
+		if fi, err := os.Stat(filepath.Join(dir, p)); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: mode %v %v, want 0600", p, fi.Mode(), err)
+		}
+	}
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && !strings.HasSuffix(p, ".pem") && !strings.HasSuffix(p, ".pub") && !strings.Contains(p, "catalog") && !strings.Contains(p, "exports") {
+			if fi, err := d.Info(); err == nil && fi.Mode().Perm()&0o007 != 0 {
+				t.Errorf("%s is readable by others: %v", p, fi.Mode())
+			}
+		}
+		return nil
+	})
 	var nodes []struct{ Association, Status string }
 	getJSON(t, creds.Coordinator+"/api/v1/nodes", creds.Tokens["admin"], &nodes)
 	if len(nodes) != 8 {

@@ -79,6 +79,12 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if _, err := db.ExecContext(ctx, importLogDDL); err != nil {
 		return nil, errors.Join(fmt.Errorf("open store %s: create import log: %w", path, err), db.Close())
 	}
+	// The store holds the association's participants: owner only, whatever the umask was.
+	for _, p := range []string{path, path + ".wal"} {
+		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, errors.Join(fmt.Errorf("open store %s: %w", path, err), db.Close())
+		}
+	}
 	return &Store{db: db, path: path}, nil
 }
 
