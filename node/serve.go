@@ -14,6 +14,7 @@ import (
 	"github.com/apache/arrow/go/v17/arrow/memory"
 	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
@@ -28,6 +29,7 @@ import (
 	"github.com/samsyn/samsyn/queries"
 	"github.com/samsyn/samsyn/queries/audit"
 	"github.com/samsyn/samsyn/queries/secagg"
+	"github.com/samsyn/samsyn/queries/wire/mtls"
 	"github.com/samsyn/samsyn/queries/wire"
 )
 
@@ -122,7 +124,15 @@ func Serve(ctx context.Context, o Options) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
-	srv := flight.NewServerWithMiddleware(nil, grpc.Creds(credentials.NewTLS(o.TLS)))
+	refused := promauto.With(o.Registerer).NewCounterVec(prometheus.CounterOpts{
+		Name: "samsyn_node_tls_handshakes_refused_total", Help: "TLS handshakes the node refused, by reason (identity, unknown_ca, no_certificate, expired, closed, other).",
+	}, []string{"reason"})
+	creds := mtls.Observed(credentials.NewTLS(o.TLS), func(remote net.Addr, err error) {
+		reason := mtls.HandshakeReason(err)
+		refused.WithLabelValues(reason).Inc()
+		logger.Warn("TLS handshake refused", "remote", remote.String(), "reason", reason, "err", err)
+	})
+	srv := flight.NewServerWithMiddleware(nil, grpc.Creds(creds))
 	srv.RegisterFlightService(svc)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)

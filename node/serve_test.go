@@ -17,6 +17,8 @@ import (
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"github.com/apache/arrow/go/v17/arrow/flight"
 	"github.com/apache/arrow/go/v17/arrow/memory"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -44,7 +46,8 @@ type federation struct {
 	ticketKey, assocKey, otherKey ed25519.PrivateKey
 	coordTLS, intruderTLS         mtls.Files
 	cfg                           *config.Config
-	serve                         func(t *testing.T) // starts the node (again) on a new port
+	reg                           *prometheus.Registry // the running node's metrics
+	serve                         func(t *testing.T)   // starts the node (again) on a new port
 	stop                          func(t *testing.T) // stops it
 }
 
@@ -136,9 +139,10 @@ allowed_queries: [exits_by_municipality, outcome_by_method, exits_by_association
 		ctx, cancel := context.WithCancel(context.Background())
 		listening := make(chan string, 1)
 		done := make(chan error, 1)
+		f.reg = prometheus.NewRegistry()
 		go func() {
 			done <- Serve(ctx, Options{Config: f.cfg, Secret: []byte("node-secret-0123456789abcdef0123"), TLS: serverTLS,
-				CatalogKey: authPub, TicketKeys: []ed25519.PublicKey{ticketPub}, AssociationKey: assocPub,
+				CatalogKey: authPub, TicketKeys: []ed25519.PublicKey{ticketPub}, AssociationKey: assocPub, Registerer: f.reg,
 				Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Allocator: f.alloc, Listening: func(a string) { listening <- a }})
 		}()
 		select {
@@ -314,6 +318,10 @@ func TestNodeFlightContract(t *testing.T) {
 	if _, err := f.client(t, f.foreignTLS).Get(ctx, f.ticket(t, "outcome_by_method", nil)); err == nil {
 		t.Fatal("a certificate from another CA was served")
 	}
+	// Both refusals happened in the TLS handshake: they are counted, not lost.
+	if n := testutil.ToFloat64(counterVec(t, f.reg, "samsyn_node_tls_handshakes_refused_total")); n < 2 {
+		t.Fatalf("%g refused handshakes counted, want at least 2", n)
+	}
 
 	results, err := c.flight.DoAction(ctx, &flight.Action{Type: "health"})
 	if err != nil {
@@ -383,4 +391,24 @@ func TestATicketCannotBeReplayedAcrossARestartAndARepeatIsNotANewRelease(t *test
 	if !strings.Contains(string(raw), `"action":"repeat"`) || !strings.Contains(string(raw), `"reason":"replayed"`) {
 		t.Fatalf("the repeat or the replay is not in the audit log:\n%s", raw)
 	}
+}
+
+// counterVec sums every series of a counter family in reg.
+func counterVec(t *testing.T, reg *prometheus.Registry, name string) prometheus.Collector {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	c := prometheus.NewCounter(prometheus.CounterOpts{Name: "sum"})
+	c.Add(sum)
+	return c
 }

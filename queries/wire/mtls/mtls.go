@@ -17,6 +17,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"google.golang.org/grpc/credentials"
 )
 
 // NodeIdentity and CoordinatorIdentity name the two kinds of peers.
@@ -287,4 +289,47 @@ func ClientConfig(f Files, serverIdentity string) (*tls.Config, error) {
 		},
 		NextProtos: []string{"h2"},
 	}, nil
+}
+
+// observed reports every refused handshake of the credentials it wraps.
+type observed struct {
+	credentials.TransportCredentials
+	onRefused func(remote net.Addr, err error)
+}
+
+// Observed wraps server credentials so that a refused TLS handshake (an unknown CA, a wrong
+// identity, no client certificate, a port scan) is reported to onRefused rather than lost:
+// gRPC itself drops it without a trace.
+func Observed(c credentials.TransportCredentials, onRefused func(remote net.Addr, err error)) credentials.TransportCredentials {
+	return &observed{TransportCredentials: c, onRefused: onRefused}
+}
+
+func (o *observed) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	c, info, err := o.TransportCredentials.ServerHandshake(conn)
+	if err != nil && o.onRefused != nil {
+		o.onRefused(conn.RemoteAddr(), err)
+	}
+	return c, info, err
+}
+
+func (o *observed) Clone() credentials.TransportCredentials {
+	return &observed{TransportCredentials: o.TransportCredentials.Clone(), onRefused: o.onRefused}
+}
+
+// HandshakeReason names why a handshake was refused, for logs and metrics.
+func HandshakeReason(err error) string {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "identity"):
+		return "identity"
+	case strings.Contains(msg, "unknown certificate authority") || strings.Contains(msg, "certificate signed by unknown authority"):
+		return "unknown_ca"
+	case strings.Contains(msg, "didn't provide a certificate") || strings.Contains(msg, "certificate required"):
+		return "no_certificate"
+	case strings.Contains(msg, "expired") || strings.Contains(msg, "not yet valid"):
+		return "expired"
+	case strings.Contains(msg, "EOF") || strings.Contains(msg, "reset by peer"):
+		return "closed"
+	}
+	return "other"
 }
