@@ -29,8 +29,8 @@ import (
 	"github.com/samsyn/samsyn/queries"
 	"github.com/samsyn/samsyn/queries/audit"
 	"github.com/samsyn/samsyn/queries/secagg"
-	"github.com/samsyn/samsyn/queries/wire/mtls"
 	"github.com/samsyn/samsyn/queries/wire"
+	"github.com/samsyn/samsyn/queries/wire/mtls"
 )
 
 // Options are what a serving node needs beyond its config: the material main loads from

@@ -48,7 +48,7 @@ type federation struct {
 	cfg                           *config.Config
 	reg                           *prometheus.Registry // the running node's metrics
 	serve                         func(t *testing.T)   // starts the node (again) on a new port
-	stop                          func(t *testing.T) // stops it
+	stop                          func(t *testing.T)   // stops it
 }
 
 func issue(t *testing.T, ca *mtls.CA, caFile, dir, name, identity string) mtls.Files {
