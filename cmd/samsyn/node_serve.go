@@ -5,6 +5,8 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/oklog/run"
 	"github.com/spf13/cobra"
@@ -90,11 +92,16 @@ func newNodeServeCmd(g *globals) *cobra.Command {
 
 func newNodeAuditCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "audit", Short: "Inspect the node's audit log"}
-	var cfgPath, file string
+	var cfgPath, file, anchor string
 	verify := &cobra.Command{
-		Use:   "verify (--config node.yaml | --file audit.log)",
+		Use:   "verify (--config node.yaml | --file audit.log) [--anchor SEQ:HASH]",
 		Short: "Check the audit log's hash chain: any modified, removed, inserted or reordered line is named",
-		Args:  cobra.NoArgs,
+		Long: `Check the audit log's hash chain: any modified, removed, inserted or reordered line is named.
+
+With --anchor, also check that the log still holds the entry the coordinator last saw from
+this node (GET /api/v1/nodes gives it per node as audit.seq and audit.hash): removing entries
+from the end of a log leaves its chain intact, but not its anchor.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			path := file
 			if path == "" {
@@ -111,12 +118,25 @@ func newNodeAuditCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("%s: %w", path, err)
 			}
+			if anchor != "" {
+				seqText, hash, ok := strings.Cut(anchor, ":")
+				seq, perr := strconv.ParseInt(seqText, 10, 64)
+				if !ok || perr != nil || seq < 1 || len(hash) != 64 {
+					return fmt.Errorf("--anchor %q: expected SEQ:HASH, e.g. 1042:3fa1… (64 hex characters)", anchor)
+				}
+				if err := audit.CheckAnchor(path, seq, hash); err != nil {
+					return fmt.Errorf("%s: %w", path, err)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %d entries, hash chain intact, anchor %d held\n", path, n, seq)
+				return nil
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: %d entries, hash chain intact\n", path, n)
 			return nil
 		},
 	}
 	verify.Flags().StringVar(&cfgPath, "config", "", "the node's node.yaml")
 	verify.Flags().StringVar(&file, "file", "", "an audit log file")
+	verify.Flags().StringVar(&anchor, "anchor", "", "SEQ:HASH of the entry the coordinator last saw from this node")
 	cmd.AddCommand(verify)
 	return cmd
 }

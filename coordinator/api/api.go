@@ -191,11 +191,19 @@ type nodeStatus struct {
 	LastImport    string  `json:"last_import,omitempty"`
 	SchemaVersion int     `json:"schema_version,omitempty"`
 	Catalog       string  `json:"catalog,omitempty"`
+	// Audit is the latest audit entry the node reported with an answer: the anchor its
+	// operator checks the node's log against (samsyn node audit verify --anchor).
+	Audit *state.Anchor `json:"audit,omitempty"`
 }
 
 func (s *Server) nodes(w http.ResponseWriter, r *http.Request, _ User) {
 	nodes := s.c.Nodes()
 	out := make([]nodeStatus, len(nodes))
+	anchors, err := s.store.Anchors(r.Context())
+	if err != nil {
+		s.storeError(w, err)
+		return
+	}
 	done := make(chan struct{}, len(nodes))
 	for i, n := range nodes {
 		go func() {
@@ -204,6 +212,9 @@ func (s *Server) nodes(w http.ResponseWriter, r *http.Request, _ User) {
 			defer cancel()
 			start := time.Now()
 			st := nodeStatus{Association: n.Association, Status: "healthy"}
+			if a, ok := anchors[n.Association]; ok {
+				st.Audit = &a
+			}
 			if n.Health == nil {
 				st.Status = "unreachable"
 			} else if err := n.Health(ctx); err != nil {

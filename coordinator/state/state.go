@@ -439,3 +439,33 @@ func (s *Store) Results(ctx context.Context, id string) ([]Result, error) {
 	}
 	return out, rows.Err()
 }
+
+// Anchor is the latest audit entry a node reported with an answer: its sequence number and
+// hash. `samsyn node audit verify --anchor SEQ:HASH` checks the node's log still holds it.
+type Anchor struct {
+	Seq  int64  `json:"seq"`
+	Hash string `json:"hash"`
+}
+
+// Anchors returns, per association, the highest audit entry its node has reported.
+func (s *Store) Anchors(ctx context.Context) (map[string]Anchor, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT association, CAST(json_extract(metadata, '$."samsyn.audit_seq"') AS INTEGER) AS seq,
+  json_extract(metadata, '$."samsyn.audit_head"') AS head
+FROM dispatches WHERE state = 'released' AND head IS NOT NULL`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]Anchor{}
+	for rows.Next() {
+		var assoc, head string
+		var seq int64
+		if err := rows.Scan(&assoc, &seq, &head); err != nil {
+			return nil, err
+		}
+		if a, ok := out[assoc]; !ok || seq > a.Seq {
+			out[assoc] = Anchor{Seq: seq, Hash: head}
+		}
+	}
+	return out, rows.Err()
+}

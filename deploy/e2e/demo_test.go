@@ -210,6 +210,7 @@ func TestDemoE2EStartsServesStopsAndLeavesNothingBehind(t *testing.T) {
 	}
 
 	pooledSmallPartsOverProcesses(t, bin, dir, creds.Coordinator, creds.Tokens)
+	auditAnchorCatchesATruncatedLog(t, bin, dir, creds.Coordinator, creds.Tokens)
 	cliStudy(t, bin, dir, creds.Coordinator, creds.Tokens)
 	nodeDropsAndComesBack(t, d, bin, dir, creds.Coordinator, creds.Tokens)
 	cliSQL(t, bin, dir)
@@ -452,6 +453,61 @@ func pooledSmallPartsOverProcesses(t *testing.T, bin, dir, coordinator string, t
 		t.Fatalf("no cell with small parts at several associations was released (%d such cells)", len(small))
 	}
 	t.Logf("%d cells with 1–4 participants at two or more associations released pooled", released)
+}
+
+// auditAnchorCatchesATruncatedLog: the coordinator keeps the last audit entry each node
+// reported; a copy of hbs's log checks against it, and the same copy with its last entry
+// removed still has an intact chain but fails its anchor.
+func auditAnchorCatchesATruncatedLog(t *testing.T, bin, dir, coordinator string, tokens map[string]string) {
+	t.Helper()
+	var nodes []struct {
+		Association string
+		Audit       *struct {
+			Seq  int64  `json:"seq"`
+			Hash string `json:"hash"`
+		} `json:"audit"`
+	}
+	getJSON(t, coordinator+"/api/v1/nodes", tokens["admin"], &nodes)
+	var anchor string
+	for _, n := range nodes {
+		if n.Association == "hbs" && n.Audit != nil {
+			anchor = fmt.Sprintf("%d:%s", n.Audit.Seq, n.Audit.Hash)
+		}
+	}
+	if anchor == "" {
+		t.Fatalf("no audit anchor for hbs in /api/v1/nodes: %+v", nodes)
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "nodes", "hbs", "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitAfter(strings.TrimSuffix(string(raw), "\n"), "\n")
+	seq, _, _ := strings.Cut(anchor, ":")
+	var keep []string
+	for _, l := range lines {
+		keep = append(keep, l)
+		if strings.HasPrefix(l, `{"seq":`+seq+`,`) {
+			break
+		}
+	}
+	whole := filepath.Join(t.TempDir(), "audit.log")
+	content := strings.Join(keep, "")
+	if !strings.HasSuffix(content, "\n") {
+		content += "\n"
+	}
+	os.WriteFile(whole, []byte(content), 0o600)
+	if out, err := exec.Command(bin, "node", "audit", "verify", "--file", whole, "--anchor", anchor).CombinedOutput(); err != nil {
+		t.Fatalf("the log up to its anchor: %v\n%s", err, out)
+	}
+	cut := filepath.Join(t.TempDir(), "audit.log")
+	os.WriteFile(cut, []byte(strings.Join(keep[:len(keep)-1], "")), 0o600)
+	if out, err := exec.Command(bin, "node", "audit", "verify", "--file", cut).CombinedOutput(); err != nil {
+		t.Fatalf("a log cut at a line boundary should have an intact chain: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "node", "audit", "verify", "--file", cut, "--anchor", anchor).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "removed from its end") {
+		t.Fatalf("a truncated log passed its anchor: %v\n%s", err, out)
+	}
 }
 
 // nodeDropsAndComesBack kills Roslagen's node process and keeps it from restarting (its

@@ -176,9 +176,9 @@ func (s *Server) contribute(ctx context.Context, actor string, t *wire.Ticket, e
 
 	md := arrow.NewMetadata(
 		[]string{wire.MetaNode, wire.MetaAssociation, wire.MetaStudy, wire.MetaQueryID, wire.MetaQueryHash, wire.MetaSnapshot,
-			wire.MetaSchemaVersion, wire.MetaAuditSeq, wire.MetaKind, wire.MetaCohort, wire.MetaRound, wire.MetaLayout},
+			wire.MetaSchemaVersion, wire.MetaAuditSeq, wire.MetaAuditHead, wire.MetaKind, wire.MetaCohort, wire.MetaRound, wire.MetaLayout},
 		[]string{s.opts.NodeID, s.opts.Association, t.StudyID, t.QueryID, t.QueryHash, res.Snapshot,
-			strconv.Itoa(schemas.Version), strconv.FormatInt(entry.Seq, 10), wire.KindContribution, cohort, strconv.Itoa(t.Round), res.Layout})
+			strconv.Itoa(schemas.Version), strconv.FormatInt(entry.Seq, 10), entry.Hash, wire.KindContribution, cohort, strconv.Itoa(t.Round), res.Layout})
 	sc := arrow.NewSchema([]arrow.Field{{Name: wire.ColMasked, Type: arrow.PrimitiveTypes.Uint64}}, &md)
 	b := array.NewUint64Builder(s.opts.Allocator)
 	defer b.Release()

@@ -261,7 +261,7 @@ func (s *Server) DoGet(tkt *flight.Ticket, stream flight.FlightService_DoGetServ
 	rec := withProvenance(res.Table, map[string]string{
 		wire.MetaNode: s.opts.NodeID, wire.MetaAssociation: s.opts.Association, wire.MetaStudy: t.StudyID,
 		wire.MetaQueryID: t.QueryID, wire.MetaQueryHash: t.QueryHash, wire.MetaSnapshot: res.Snapshot,
-		wire.MetaSchemaVersion: strconv.Itoa(schemas.Version), wire.MetaAuditSeq: strconv.FormatInt(entry.Seq, 10), wire.MetaKind: wire.KindTable,
+		wire.MetaSchemaVersion: strconv.Itoa(schemas.Version), wire.MetaAuditSeq: strconv.FormatInt(entry.Seq, 10), wire.MetaAuditHead: entry.Hash, wire.MetaKind: wire.KindTable,
 	})
 	defer rec.Release()
 	w := flight.NewRecordWriter(stream, ipc.WithSchema(rec.Schema()), ipc.WithAllocator(s.opts.Allocator))

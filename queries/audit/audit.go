@@ -439,3 +439,31 @@ func (lr *lineReader) peekSeq() int64 {
 	}
 	return *s.Seq
 }
+
+// ErrAnchor is returned when a log does not hold an entry another party saw in it: entries
+// were removed from its end, or its history was rewritten.
+var ErrAnchor = errors.New("the audit log does not match its anchor")
+
+// CheckAnchor verifies the log at path and that it holds entry seq with hash: the head a
+// node reported to the coordinator with a release. A log cut short below seq, or rewritten,
+// fails, even where its own chain is intact.
+func CheckAnchor(path string, seq int64, hash string) error {
+	var found *Entry
+	var last int64
+	err := ScanFile(path, func(e Entry) {
+		last = e.Seq
+		if e.Seq == seq {
+			found = &e
+		}
+	})
+	if err != nil {
+		return err
+	}
+	switch {
+	case found == nil:
+		return fmt.Errorf("%w: the coordinator saw entry %d, the log ends at %d: entries were removed from its end", ErrAnchor, seq, last)
+	case found.Hash != hash:
+		return fmt.Errorf("%w: entry %d has hash %s, the coordinator saw %s: the log was rewritten", ErrAnchor, seq, found.Hash, hash)
+	}
+	return nil
+}

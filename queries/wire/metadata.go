@@ -12,6 +12,7 @@ const (
 	MetaDisclosure    = "samsyn.disclosure"     // JSON of the disclosure parameters applied
 	MetaSchemaVersion = "samsyn.schema_version" // the canonical schema version of the node's data
 	MetaAuditSeq      = "samsyn.audit_seq"      // the node's audit entry for this answer
+	MetaAuditHead     = "samsyn.audit_head"     // that entry's hash: the coordinator keeps it as an anchor
 	MetaKind          = "samsyn.kind"           // KindTable or KindContribution
 	MetaCohort        = "samsyn.cohort"         // a contribution's cohort, comma-separated, sorted
 	MetaRound         = "samsyn.round"          // a contribution's round
