@@ -187,3 +187,82 @@ func cellKeyTable(rec arrow.Record) string {
 	}
 	return b.String()
 }
+
+// TestTheAggregateAgreesWithHandWrittenSQL checks the node's generated aggregate against an
+// oracle written by hand over the store's tables: distinct participants per cell and per
+// margin (GROUP BY CUBE), for queries of two dimensions, and the mean of a measure.
+func TestTheAggregateAgreesWithHandWrittenSQL(t *testing.T) {
+	x, cat, _ := newExecutor(t, 900)
+	ctx := context.Background()
+	cases := []struct {
+		id, oracle string
+	}{
+		{"outcome_by_referral_party", `SELECT p.referral_party AS a, coalesce(e.outcome, '_other') AS b, count(DISTINCT p.participant_key) AS n, CAST(NULL AS DOUBLE) AS m
+			FROM participant p JOIN episode e USING (participant_key)
+			WHERE e.exit_date BETWEEN DATE '2020-04-01' AND DATE '2022-09-30' GROUP BY CUBE (1, 2)`},
+		{"exits_by_municipality", `SELECT p.municipality AS a, coalesce(e.outcome, '_other') AS b, count(DISTINCT p.participant_key) AS n,
+			CAST(sum(date_diff('month', e.start_date, e.exit_date)) AS DOUBLE) AS m
+			FROM participant p JOIN episode e USING (participant_key)
+			WHERE e.exit_date BETWEEN DATE '2020-04-01' AND DATE '2022-09-30' GROUP BY CUBE (1, 2)`},
+	}
+	for _, c := range cases {
+		t.Run(c.id, func(t *testing.T) {
+			e, _ := cat.Get(c.id)
+			b, err := e.Bind(period)
+			if err != nil {
+				t.Fatal(err)
+			}
+			agg, err := x.Aggregate(ctx, e, b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer agg.Release()
+			got := map[string]int64{}
+			gotSum := map[string]float64{}
+			n := agg.Column(agg.Schema().FieldIndices(disclosure.ColN)[0]).(*array.Int64)
+			var sum *array.Float64
+			if len(e.Measures) > 0 {
+				sum = agg.Column(agg.Schema().FieldIndices(e.Measures[0].Name + disclosure.SuffixSum)[0]).(*array.Float64)
+			}
+			for r := 0; r < int(agg.NumRows()); r++ {
+				k := cellKey(agg, 2, r)
+				got[k] = n.Value(r)
+				if sum != nil {
+					gotSum[k] = sum.Value(r)
+				}
+			}
+			rows, err := x.store.DB().QueryContext(ctx, c.oracle)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close()
+			checked := 0
+			for rows.Next() {
+				var a, bv *string
+				var want int64
+				var m *float64
+				if err := rows.Scan(&a, &bv, &want, &m); err != nil {
+					t.Fatal(err)
+				}
+				av, bs := disclosure.Total, disclosure.Total
+				if a != nil {
+					av = *a
+				}
+				if bv != nil {
+					bs = *bv
+				}
+				k := av + "|" + bs
+				if got[k] != want {
+					t.Fatalf("%s %q: the aggregate has %d participants, hand-written SQL %d", c.id, k, got[k], want)
+				}
+				if sum != nil && m != nil && gotSum[k] != *m {
+					t.Fatalf("%s %q: measure sum %g, hand-written SQL %g", c.id, k, gotSum[k], *m)
+				}
+				checked++
+			}
+			if checked < 10 {
+				t.Fatalf("only %d cells compared", checked)
+			}
+		})
+	}
+}
