@@ -213,6 +213,7 @@ func TestDemoE2EStartsServesStopsAndLeavesNothingBehind(t *testing.T) {
 	auditAnchorCatchesATruncatedLog(t, bin, dir, creds.Coordinator, creds.Tokens)
 	cliStudy(t, bin, dir, creds.Coordinator, creds.Tokens)
 	nodeDropsAndComesBack(t, d, bin, dir, creds.Coordinator, creds.Tokens)
+	nodeHangsAndResumes(t, bin, dir, creds.Coordinator, creds.Tokens)
 	cliSQL(t, bin, dir)
 	cliImportThroughNode(t, bin, dir)
 	checkMetrics(t, creds.Coordinator+"/metrics", "samsyn_coordinator_results_released_total")
@@ -232,7 +233,7 @@ func TestDemoE2EStartsServesStopsAndLeavesNothingBehind(t *testing.T) {
 		t.Fatalf("the restart did not reuse the federation:\n%s", d.output())
 	}
 	getJSON(t, creds.Coordinator+"/api/v1/studies", creds.Tokens["admin"], &studies)
-	if len(studies) != 7 { // the four standard studies and the three run through the CLI
+	if len(studies) != 8 { // the four standard studies and the four run through the CLI
 		t.Fatalf("the restart seeded studies again: %d", len(studies))
 	}
 	// Killed outright, the demo cannot clean up: the kernel must stop its children.
@@ -606,6 +607,90 @@ func nodeDropsAndComesBack(t *testing.T, d *demoRun, bin, dir, coordinator strin
 	}
 	if !strings.Contains(d.output(), "node-roslagen stopped unexpectedly") || !strings.Contains(d.output(), "node-roslagen restarted") {
 		t.Fatalf("the demo did not say it restarted the node:\n%s", d.output())
+	}
+}
+
+// nodeHangsAndResumes stops Varna's node process (SIGSTOP: it holds its connections and
+// answers nothing), runs a pooled study of two queries, which leaves Varna out after one
+// deadline and marks it missing in both, then resumes the node and waits for it to be
+// healthy; Varna's audit log holds at most one release per query of the study.
+func nodeHangsAndResumes(t *testing.T, bin, dir, coordinator string, tokens map[string]string) {
+	t.Helper()
+	var pid int
+	for _, p := range survivors(filepath.Join(dir, "nodes", "varna", "node.yaml")) {
+		fmt.Sscanf(p, "%d:", &pid)
+	}
+	if pid == 0 {
+		t.Fatal("no process serves varna")
+	}
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			syscall.Kill(pid, syscall.SIGCONT)
+		}
+	}
+	defer resume()
+	run := func(token string, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(os.Environ(), "SAMSYN_COORDINATOR="+coordinator, "SAMSYN_TOKEN="+token)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("samsyn %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	file := filepath.Join(t.TempDir(), "study.yaml")
+	os.WriteFile(file, []byte("title: Varna svarar inte\npurpose: e2e hung node\nqueries:\n"+
+		"  - {id: outcome_by_education, params: {from: 2020-04-01, to: 2022-09-30}}\n"+
+		"  - {id: outcome_by_support_years, params: {from: 2020-04-01, to: 2022-09-30}}\n"+
+		"associations: all\non_node_failure: partial\n"), 0o644)
+	lines := strings.Split(strings.TrimSpace(run(tokens["evaluator"], "study", "submit", file)), "\n")
+	id := lines[len(lines)-1]
+	for role, token := range tokens {
+		if assoc, ok := strings.CutPrefix(role, "association:"); ok {
+			run(token, "study", "approve", id, "--association", assoc, "--key", filepath.Join(dir, "keys", assoc+".key"))
+		}
+	}
+	if out := run(tokens["evaluator"], "study", "status", id, "--watch"); !strings.Contains(out, "released") {
+		t.Fatalf("status: %s", out)
+	}
+	for q := 0; q < 2; q++ {
+		var res struct {
+			Checks struct {
+				Missing []string `json:"missing_associations"`
+			} `json:"checks"`
+		}
+		getJSON(t, fmt.Sprintf("%s/api/v1/studies/%s/results/%d", coordinator, id, q), tokens["evaluator"], &res)
+		if !slices.Equal(res.Checks.Missing, []string{"varna"}) {
+			t.Fatalf("query %d with varna hung: missing %v", q, res.Checks.Missing)
+		}
+	}
+	resume()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var nodes []struct{ Association, Status string }
+		getJSON(t, coordinator+"/api/v1/nodes", tokens["admin"], &nodes)
+		healthy := false
+		for _, n := range nodes {
+			healthy = healthy || n.Association == "varna" && n.Status == "healthy"
+		}
+		if healthy {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("varna not healthy 60 s after it was resumed")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for q, n := range releasesInAudit(t, filepath.Join(dir, "nodes", "varna", "audit.log"), id) {
+		if n > 1 {
+			t.Fatalf("varna released %s %d times", q, n)
+		}
 	}
 }
 
