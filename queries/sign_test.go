@@ -14,6 +14,9 @@ func copyCatalog(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	files, _ := filepath.Glob("catalog/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no catalog entries found")
+	}
 	for _, f := range files {
 		raw, err := os.ReadFile(f)
 		if err != nil {

@@ -84,6 +84,9 @@ func startInProc(t testing.TB, perNode int, onlyAssoc ...string) *inproc {
 	catDir := filepath.Join(f.dir, "catalog")
 	os.MkdirAll(catDir, 0o755)
 	files, _ := filepath.Glob("../../queries/catalog/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no catalog entries found")
+	}
 	for _, p := range files {
 		raw, _ := os.ReadFile(p)
 		os.WriteFile(filepath.Join(catDir, filepath.Base(p)), raw, 0o644)

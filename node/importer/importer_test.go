@@ -195,6 +195,9 @@ func TestBadFilesAreRefusedWithTheirExpectedErrorAndChangeNothing(t *testing.T) 
 	mustImport(t, im, "participant", "testdata/good/participant.csv")
 	before := state(t, st)
 	files, _ := filepath.Glob("testdata/bad/*")
+	if len(files) < 10 {
+		t.Fatalf("only %d bad files found: the corpus is missing", len(files))
+	}
 	for _, file := range files {
 		if strings.HasSuffix(file, ".want") {
 			continue
