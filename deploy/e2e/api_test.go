@@ -251,3 +251,31 @@ func TestConcurrentStudiesAndApprovalsAllSucceed(t *testing.T) {
 		}
 	}
 }
+
+// TestBadInputIs4xxAndAStorageFailureIs5xxWithoutDatabaseText: a NUL in a study title is the
+// client's to fix (422, nothing stored); a store that fails is the coordinator's (5xx, a
+// generic message, no database text).
+func TestBadInputIs4xxAndAStorageFailureIs5xxWithoutDatabaseText(t *testing.T) {
+	f := startInProc(t, 50, "hbs", "varna")
+	srv, tok := apiServer(t, f)
+	nul := []byte("title: \"Utfall\\0\"\npurpose: e2e\nqueries:\n  - {id: exits_by_association, params: {from: 2021-01-01, to: 2021-12-31}}\n")
+	code, raw, _ := call(t, "POST", srv.URL+"/api/v1/studies", tok["evaluator"], nul, "")
+	if code != http.StatusUnprocessableEntity || !strings.Contains(string(raw), "control") {
+		t.Fatalf("a NUL in the title: %d %s", code, raw)
+	}
+	if list, _ := f.store.Studies(context.Background(), ""); len(list) != 0 {
+		t.Fatalf("a refused study was stored: %d", len(list))
+	}
+	f.coord.Stop()
+	f.store.Close() // the store fails from here on
+	good := []byte("title: Utfall\npurpose: e2e\nqueries:\n  - {id: exits_by_association, params: {from: 2021-01-01, to: 2021-12-31}}\n")
+	for _, c := range []struct {
+		method, path string
+		body         []byte
+	}{{"POST", "/api/v1/studies", good}, {"GET", "/api/v1/studies", nil}} {
+		code, raw, _ := call(t, c.method, srv.URL+c.path, tok["evaluator"], c.body, "")
+		if code < 500 || strings.Contains(string(raw), "sql") || strings.Contains(strings.ToLower(string(raw)), "database is") {
+			t.Fatalf("%s %s with a failing store: %d %s", c.method, c.path, code, raw)
+		}
+	}
+}
