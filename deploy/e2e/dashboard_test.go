@@ -45,13 +45,14 @@ func chromium(t *testing.T) string {
 
 func TestDashboardE2EInChromium(t *testing.T) {
 	bin := chromium(t)
-	f := startInProc(t, 300)
+	// The demo's data; Roslagen refuses the study, so the page must show it missing, never 0.
+	f := startInProc(t, 0)
 	ctx := context.Background()
 	s, err := f.coord.Submit(ctx, &study.Request{Title: "Styrgruppens standardtabeller", Purpose: "dashboard", Queries: allQueries(f.coord.Catalog()), OnNodeFailure: study.OnFailurePartial}, "eva")
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.approveAll(t, s)
+	f.approveAll(t, s, "roslagen")
 	if got := f.wait(t, s.ID); got.State != study.Released {
 		t.Fatalf("standard study %s", got.State)
 	}
@@ -144,6 +145,20 @@ func TestDashboardE2EInChromium(t *testing.T) {
 	if overviewTab != "Översikt" || !strings.HasPrefix(firstAssoc, "Samordningsförbundet") {
 		t.Fatalf("Swedish by default: tab %q, first association %q", overviewTab, firstAssoc)
 	}
+	// Roslagen refused: its row says "saknas" in every column, never 0, and the page says
+	// which association the result lacks.
+	var roslagenRow []string
+	var coverage string
+	run(chromedp.Evaluate(`[...[...document.querySelectorAll('main tbody tr')].find(r => r.children[0].textContent.includes('Roslagen')).children].slice(1).map(c => c.textContent)`, &roslagenRow),
+		chromedp.Text(`main .coverage`, &coverage, chromedp.ByQuery))
+	for _, v := range roslagenRow[1:] {
+		if v != "saknas" {
+			t.Fatalf("Översikt: the refusing association's row reads %v", roslagenRow)
+		}
+	}
+	if !strings.Contains(coverage, "7 av 8") || !strings.Contains(coverage, "Roslagen") {
+		t.Fatalf("Översikt: coverage note %q", coverage)
+	}
 
 	// The language toggle switches the page's words and the code lists' labels.
 	run(chromedp.Click("#lang", chromedp.ByQuery), ready("overview"),
@@ -154,22 +169,30 @@ func TestDashboardE2EInChromium(t *testing.T) {
 		t.Fatalf("English: tab %q, first association %q", overviewTab, firstAssoc)
 	}
 
-	// The map: 21 municipalities in the federation, coloured, and 5 outside.
-	var inside, outside, coloured int
+	// The map: 21 municipalities in the federation, 15 coloured (or suppressed), Roslagen's
+	// six marked missing, and 5 outside.
+	var inside, outside, coloured, missing int
 	run(tab("map"),
 		chromedp.Evaluate(`document.querySelectorAll('.tile[data-inside="true"]').length`, &inside),
 		chromedp.Evaluate(`document.querySelectorAll('.tile[data-inside="false"]').length`, &outside),
-		chromedp.Evaluate(`[...document.querySelectorAll('.tile[data-inside="true"]')].filter(e => e.style.background || e.dataset.suppressed === "true").length`, &coloured))
-	if inside != 21 || outside != 5 || coloured != 21 {
-		t.Fatalf("map: %d inside (%d coloured or marked suppressed), %d outside", inside, coloured, outside)
+		chromedp.Evaluate(`[...document.querySelectorAll('.tile[data-inside="true"]')].filter(e => e.style.background || e.dataset.suppressed === "true").length`, &coloured),
+		chromedp.Evaluate(`[...document.querySelectorAll('.tile[data-missing="true"]')].filter(e => e.textContent.includes("saknas")).length`, &missing))
+	if inside != 21 || outside != 5 || coloured != 15 || missing != 6 {
+		t.Fatalf("map: %d inside (%d coloured or marked suppressed, %d missing), %d outside", inside, coloured, missing, outside)
 	}
 
-	// A suppressed cell renders as suppressed.
-	var suppressed []string
+	// Mönster: every pattern (referral party, method, gender and age, country of birth,
+	// education, years on support) shows shares, pooled over the seven associations.
+	var shares []int
 	run(tab("patterns"),
-		chromedp.Evaluate(`[...document.querySelectorAll('td.suppressed')].map(e => e.textContent)`, &suppressed))
-	if len(suppressed) == 0 || suppressed[0] != "färre än 5" {
-		t.Fatalf("no suppressed cell rendered as such on Mönster: %v", suppressed)
+		chromedp.Evaluate(`[...document.querySelectorAll('main section.card')].map(c => [...c.querySelectorAll('tbody tr td:last-child')].filter(td => td.textContent.endsWith(' %')).length)`, &shares))
+	if len(shares) != 6 {
+		t.Fatalf("Mönster has %d pattern cards, want 6", len(shares))
+	}
+	for i, n := range shares {
+		if n < 2 {
+			t.Fatalf("Mönster card %d shows %d shares (%v)", i, n, shares)
+		}
 	}
 
 	// A chart's CSV download equals the released result.

@@ -200,10 +200,13 @@ func (f *inproc) sigs(*testing.T) queries.Signatures { return f.signatures }
 
 func (f *inproc) ticketKey(*testing.T) ed25519.PrivateKey { return f.ticket }
 
-func (f *inproc) approveAll(t testing.TB, s *study.Study) {
+func (f *inproc) approveAll(t testing.TB, s *study.Study, refusing ...string) {
 	t.Helper()
 	for _, assoc := range s.Associations {
 		a := study.Approval{Association: assoc, Decision: study.Approve, Signatures: study.SignApproval(s, assoc, f.assocKeys[assoc]), Actor: "owner-" + assoc}
+		if slices.Contains(refusing, assoc) {
+			a = study.Approval{Association: assoc, Decision: study.Refuse, Reason: "e2e: not this time", Actor: "owner-" + assoc}
+		}
 		if err := f.coord.Decide(context.Background(), s.ID, a); err != nil {
 			t.Fatalf("approve %s: %v", assoc, err)
 		}

@@ -175,7 +175,13 @@ func BenchmarkReleasedShareAcrossTheCatalog(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			ctable, _, err := disclosure.ProtectPooled(memory.DefaultAllocator, layout, vec, pol, e.Coverage(fed, fed))
+			// One holder: one contributor's noise in every cell.
+			full := e.Coverage(fed, fed)
+			one := func(cell map[string]string) (int, int) {
+				could, present := full(cell)
+				return could, min(present, 1)
+			}
+			ctable, _, err := disclosure.ProtectPooled(memory.DefaultAllocator, layout, vec, pol, one)
 			switch {
 			case errors.Is(err, disclosure.ErrTooSparse):
 				centralT.add(b, e, truth, nil)

@@ -308,7 +308,7 @@ func ProtectPooled(mem memory.Allocator, l *Layout, pooled []uint64, pol Policy,
 		return nil, rep, fmt.Errorf("%w: %d of %d (more than %.0f %%)", ErrTooSparse, rep.SuppressedNonEmpty, rep.NonEmpty, 100*pol.MaxSuppressedShare)
 	}
 	if spec.Totals {
-		rep.SecondarySuppressed = l.complement(ds)
+		rep.SecondarySuppressed = l.complement(ds, pol)
 		rep.Suppressed += rep.SecondarySuppressed
 	}
 
@@ -373,14 +373,33 @@ const maxComplementRounds = 32
 
 // complement applies secondary suppression: in every line of the table (the cells that
 // differ in one dimension only, with that dimension's margin), a margin that is released
-// while exactly one cell of the line is suppressed would give that cell away by subtraction, so the smallest released cell of the line is suppressed too. A secondary
+// while exactly one cell of the line is suppressed would give that cell away by subtraction,
+// unless the pooled noise of the line already hides it (see noisy), so the smallest released cell of the line is suppressed too. A secondary
 // suppression is itself an unknown in its other lines, so passes repeat until none adds
 // anything. A suppressed cell counts as unknown when it is non-empty as far as the pool can
 // tell (a pooled count above 0, or a node's veto); of one whose pooled count is 0, what
 // subtraction tells is "about none", under the noise of every cell in the line. It returns
 // the number of cells it suppressed.
-func (l *Layout) complement(ds []decision) int {
+func (l *Layout) complement(ds []decision, pol Policy) int {
 	nd := len(l.spec.Dimensions)
+	v := 1.0
+	if pt := pol.PTable(); pt != nil {
+		v = pt.V
+	}
+	// noisy reports whether subtraction in a line is already too noisy to tell a small count
+	// from none: the margin and every released cell carry the noise of each association that
+	// contributes to it (at most those present that could fill it, and no more than its
+	// count), so the difference has variance v·Σk; a standard deviation of half the threshold
+	// or more spreads a count of 1 to threshold−1 over the whole small range.
+	noisy := func(idx []int) bool {
+		var k float64
+		for _, i := range idx {
+			if ds[i].kind == kindReleased {
+				k += float64(max(1, min(int64(ds[i].present), ds[i].n)))
+			}
+		}
+		return math.Sqrt(v*k) >= float64(pol.Threshold)/2
+	}
 	unknown := func(d decision) bool {
 		return d.kind == kindSecondary || (d.kind == kindSuppressed || d.kind == kindDropped) && d.smallNonEmpty
 	}
@@ -410,7 +429,7 @@ func (l *Layout) complement(ds []decision) int {
 						best = i
 					}
 				}
-				if margin < 0 || ds[margin].kind != kindReleased || unknowns != 1 {
+				if margin < 0 || ds[margin].kind != kindReleased || unknowns != 1 || noisy(idx) {
 					continue
 				}
 				if best < 0 {

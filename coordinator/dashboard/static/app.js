@@ -17,7 +17,7 @@ const T = {
     healthy: "i drift", unhealthy: "ur drift", unreachable: "nås inte", released: "frisläppt", failed: "misslyckad",
     refused: "avslagen", running: "pågår", checking: "kontrolleras", awaiting_approval: "väntar på godkännande",
     submitted: "inskickad", approved: "godkänd", waiting: "väntar", done: "klar", retrying: "försöker igen",
-    missing: "saknas", coverage: "Resultatet omfattar {n} av {m} förbund; saknas: {list}. Deras celler visas som \u201dsaknas\u201d, aldrig som 0." },
+    missing: "saknas", protected: "skyddad", coverage: "Resultatet omfattar {n} av {m} förbund; saknas: {list}. Deras celler visas som \u201dsaknas\u201d, aldrig som 0." },
   en: { title: "Samsyn – county overview", period: "Period", help: "About the numbers", logout: "Sign out", login: "Sign in",
     token: "Token", signin: "Sign in", overview: "Overview", map: "Map", patterns: "Patterns", trends: "Trends",
     studies: "Studies", nodes: "Nodes", footer: "Released, protected results only (synthetic data in the demo).",
@@ -31,7 +31,7 @@ const T = {
     healthy: "healthy", unhealthy: "unhealthy", unreachable: "unreachable", released: "released", failed: "failed",
     refused: "refused", running: "running", checking: "checking", awaiting_approval: "awaiting approval",
     submitted: "submitted", approved: "approved", waiting: "waiting", done: "done", retrying: "retrying",
-    missing: "missing", coverage: "The result covers {n} of {m} associations; missing: {list}. Their cells show as \u201cmissing\u201d, never as 0." },
+    missing: "missing", protected: "protected", coverage: "The result covers {n} of {m} associations; missing: {list}. Their cells show as \u201cmissing\u201d, never as 0." },
 };
 // Okabe–Ito: safe for the common forms of colour blindness.
 const PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"];
@@ -112,7 +112,9 @@ function share(part, whole) {
 function missing(...cells) { return cells.some((c) => c && c.missing); }
 
 function fmtN(n, c) { return c && c.missing ? t("missing") : n === null || n === undefined ? t("suppressed") : String(n); }
-function fmtPct(x, c) { return c && c.missing ? t("missing") : x === null ? t("suppressed") : (100 * x).toFixed(1) + " %"; }
+// A share needs every count behind it; where one is withheld the share is "protected", not
+// "fewer than 5" (the counts behind it may be in the hundreds).
+function fmtPct(x, c) { return c && c.missing ? t("missing") : x === null ? t("protected") : (100 * x).toFixed(1) + " %"; }
 
 // coverage says which associations a result lacks, when it lacks any.
 function coverage(table) {
@@ -144,7 +146,7 @@ function tableEl(headers, rows) {
   for (const r of rows) {
     const tr = el("tr");
     r.forEach((v, i) => {
-      const sup = v === t("suppressed"), miss = v === t("missing");
+      const sup = v === t("suppressed") || v === t("protected"), miss = v === t("missing");
       tr.appendChild(el("td", { class: (i > 0 ? "num" : "") + (sup ? " suppressed" : "") + (miss ? " missing" : ""), text: v }));
     });
     body.appendChild(tr);
