@@ -36,11 +36,15 @@ bench: ## Run the benchmarks (BENCH=regexp, BENCHTIME=1x); figures go to docs/be
 bench-import: ## Import 1,000,000 participants from CSV against DuckDB's own read_csv
 	$(GO) test -run '^$$' -bench 'ImportVsReadCSV' -benchtime 1x -timeout 30m ./node/importer/
 
-lint: ## go vet, staticcheck and the import-direction check
+lint: ## go vet, staticcheck, the import-direction check, the alert rules (promtool) and the Grafana dashboard
 	$(GO) vet ./...
 	@test -x $(TOOLS)/staticcheck || GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@latest
 	$(TOOLS)/staticcheck ./...
 	bash .ci/check-imports
+	@command -v promtool >/dev/null || { echo "promtool is needed to check the alert rules (apt-get install prometheus)"; exit 1; }
+	promtool check rules deploy/monitoring/alerts.yml
+	cd deploy/monitoring && promtool test rules alerts_test.yml
+	python3 -m json.tool deploy/monitoring/grafana-dashboard.json >/dev/null
 
 fmt: ## Format every Go file
 	gofmt -w $$(git ls-files '*.go')

@@ -147,4 +147,3 @@ func (c *Coordinator) check(ctx context.Context, s *study.Study, order []string)
 	}
 	return withheld, nil
 }
-

@@ -74,6 +74,10 @@ type Coordinator struct {
 	fanSeconds prometheus.Histogram
 	nodeSecs   *prometheus.HistogramVec
 	nodeErrors *prometheus.CounterVec
+	refusals   *prometheus.CounterVec
+	nodeUp     *prometheus.GaugeVec
+	lastSeen   *prometheus.GaugeVec
+	ready      prometheus.Gauge
 	released   prometheus.Counter
 	suppressed prometheus.Counter
 }
@@ -124,7 +128,11 @@ func New(o Options) (*Coordinator, error) {
 	c.byState = f.NewGaugeVec(prometheus.GaugeOpts{Name: "samsyn_coordinator_studies", Help: "Studies by current state."}, []string{"state"})
 	c.fanSeconds = f.NewHistogram(prometheus.HistogramOpts{Name: "samsyn_coordinator_fanout_duration_seconds", Help: "Time to fan one query out to all nodes.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)})
 	c.nodeSecs = f.NewHistogramVec(prometheus.HistogramOpts{Name: "samsyn_coordinator_node_latency_seconds", Help: "Time for a node to answer one query.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}, []string{"association"})
-	c.nodeErrors = f.NewCounterVec(prometheus.CounterOpts{Name: "samsyn_coordinator_node_errors_total", Help: "Failed node requests after retries."}, []string{"association"})
+	c.nodeErrors = f.NewCounterVec(prometheus.CounterOpts{Name: "samsyn_coordinator_node_errors_total", Help: "Node requests that failed after retries for want of an answer (unreachable, deadline, internal error); a node's refusal is counted in samsyn_coordinator_node_refusals_total."}, []string{"association"})
+	c.refusals = f.NewCounterVec(prometheus.CounterOpts{Name: "samsyn_coordinator_node_refusals_total", Help: "Requests a node refused, by its reason (too_sparse, cohort, cohort_limit, not_allowed, expired, ...)."}, []string{"association", "reason"})
+	c.nodeUp = f.NewGaugeVec(prometheus.GaugeOpts{Name: "samsyn_coordinator_node_up", Help: "1 if the node answered its last health probe, else 0."}, []string{"association"})
+	c.lastSeen = f.NewGaugeVec(prometheus.GaugeOpts{Name: "samsyn_coordinator_node_last_seen_timestamp_seconds", Help: "When the node last answered a health probe or a ticket (Unix time)."}, []string{"association"})
+	c.ready = f.NewGauge(prometheus.GaugeOpts{Name: "samsyn_coordinator_ready", Help: "1 while the coordinator can write its state and run studies, else 0."})
 	c.released = f.NewCounter(prometheus.CounterOpts{Name: "samsyn_coordinator_results_released_total", Help: "Query results released."})
 	c.suppressed = f.NewCounter(prometheus.CounterOpts{Name: "samsyn_coordinator_cells_suppressed_total", Help: "Cells suppressed after merging."})
 	return c, nil
@@ -277,6 +285,11 @@ func (c *Coordinator) Start(ctx context.Context) {
 		}
 	}
 	ctx, c.cancel = context.WithCancel(ctx)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		c.watch(ctx)
+	}()
 	parallel := c.o.Parallel
 	if parallel <= 0 {
 		parallel = 8
@@ -331,6 +344,52 @@ func (c *Coordinator) Start(ctx context.Context) {
 			}
 		}
 	}()
+}
+
+// watchEvery spaces the health probes behind samsyn_coordinator_node_up and the readiness
+// gauge.
+const watchEvery = 15 * time.Second
+
+// watch probes every node's health and the state's writability until ctx ends.
+func (c *Coordinator) watch(ctx context.Context) {
+	t := time.NewTicker(watchEvery)
+	defer t.Stop()
+	for {
+		var wg sync.WaitGroup
+		for _, n := range c.o.Nodes {
+			if n.Health == nil {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				defer cancel()
+				if err := n.Health(pctx); err != nil {
+					c.nodeUp.WithLabelValues(n.Association).Set(0)
+					return
+				}
+				c.nodeUp.WithLabelValues(n.Association).Set(1)
+				c.seen(n.Association)
+			}()
+		}
+		wg.Wait()
+		if err := c.o.Store.Ready(ctx); err != nil {
+			c.ready.Set(0)
+		} else {
+			c.ready.Set(1)
+		}
+		select {
+		case <-ctx.Done():
+			c.ready.Set(0)
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (c *Coordinator) seen(assoc string) {
+	c.lastSeen.WithLabelValues(assoc).Set(float64(time.Now().Unix()))
 }
 
 // Stop stops the worker and waits for it.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -76,6 +77,25 @@ func (c *Coordinator) usable(ctx context.Context, a *availability, order []strin
 	return out
 }
 
+// refusal reads a node's refusal from its answer: the node's reason code leads the status
+// message ("too_sparse", "cohort: …"). Transport failures and timeouts are not refusals.
+func refusal(err error) (string, bool) {
+	st, ok := status.FromError(err)
+	if !ok {
+		return "", false
+	}
+	switch st.Code() {
+	case codes.PermissionDenied, codes.FailedPrecondition, codes.InvalidArgument:
+	default:
+		return "", false
+	}
+	reason, _, _ := strings.Cut(st.Message(), ":")
+	if reason == "" || strings.ContainsAny(reason, " ") {
+		reason = "other"
+	}
+	return reason, true
+}
+
 // stalled reports an error that means the node did not answer in time.
 func stalled(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || status.Code(err) == codes.DeadlineExceeded
@@ -103,6 +123,7 @@ func (c *Coordinator) runFanOut(ctx context.Context, s *study.Study, qi int, tar
 			} else {
 				d.State, d.Release, d.Metadata = state.DispatchReleased, raw, out.Release.Metadata
 				c.nodeSecs.WithLabelValues(out.Association).Observe(out.Elapsed.Seconds())
+				c.seen(out.Association)
 			}
 			out.Release = nil
 		}
@@ -110,7 +131,11 @@ func (c *Coordinator) runFanOut(ctx context.Context, s *study.Study, qi int, tar
 			if ctx.Err() != nil {
 				return // stopping: not a node failure, and not stored
 			}
-			c.nodeErrors.WithLabelValues(out.Association).Inc()
+			if reason, refused := refusal(out.Err); refused {
+				c.refusals.WithLabelValues(out.Association, reason).Inc()
+			} else {
+				c.nodeErrors.WithLabelValues(out.Association).Inc()
+			}
 			d.State, d.Error = state.DispatchFailed, out.Err.Error()
 			if stalled(out.Err) && avail != nil {
 				avail.markDown(out.Association)

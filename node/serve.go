@@ -127,6 +127,11 @@ func Serve(ctx context.Context, o Options) error {
 	refused := promauto.With(o.Registerer).NewCounterVec(prometheus.CounterOpts{
 		Name: "samsyn_node_tls_handshakes_refused_total", Help: "TLS handshakes the node refused, by reason (identity, unknown_ca, no_certificate, expired, closed, other).",
 	}, []string{"reason"})
+	if len(o.TLS.Certificates) > 0 && o.TLS.Certificates[0].Leaf != nil {
+		promauto.With(o.Registerer).NewGauge(prometheus.GaugeOpts{
+			Name: "samsyn_node_certificate_expiry_timestamp_seconds", Help: "When the node's TLS certificate expires (Unix time).",
+		}).Set(float64(o.TLS.Certificates[0].Leaf.NotAfter.Unix()))
+	}
 	creds := mtls.Observed(credentials.NewTLS(o.TLS), func(remote net.Addr, err error) {
 		reason := mtls.HandshakeReason(err)
 		refused.WithLabelValues(reason).Inc()

@@ -16,6 +16,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
 	"github.com/samsyn/samsyn/coordinator"
 	"github.com/samsyn/samsyn/coordinator/state"
 	"github.com/samsyn/samsyn/coordinator/study"
@@ -49,11 +52,12 @@ type Token struct {
 
 // Server serves the API.
 type Server struct {
-	c      *coordinator.Coordinator
-	store  *state.Store
-	tokens []Token
-	logger *slog.Logger
-	mux    *http.ServeMux
+	c        *coordinator.Coordinator
+	store    *state.Store
+	tokens   []Token
+	logger   *slog.Logger
+	mux      *http.ServeMux
+	requests *prometheus.CounterVec // nil until Instrument
 }
 
 // New returns the API over a coordinator.
@@ -106,8 +110,32 @@ func allowed(role string, roles []string) bool {
 type handler func(http.ResponseWriter, *http.Request, User)
 
 // handle registers a route for the given roles: 401 without a valid token, 403 for others.
+// Instrument counts the API's requests by route and status in reg
+// (samsyn_coordinator_http_requests_total).
+func (s *Server) Instrument(reg prometheus.Registerer) {
+	s.requests = promauto.With(reg).NewCounterVec(prometheus.CounterOpts{
+		Name: "samsyn_coordinator_http_requests_total", Help: "API requests by route and HTTP status.",
+	}, []string{"route", "code"})
+}
+
+// statusRecorder remembers the status a handler wrote.
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.code = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
 func (s *Server) handle(pattern string, roles []string, h handler) {
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if s.requests != nil {
+			rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
+			w = rec
+			defer func() { s.requests.WithLabelValues(pattern, strconv.Itoa(rec.code)).Inc() }()
+		}
 		u, ok := s.Authenticate(r.Header.Get("Authorization"))
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="samsyn"`)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/oklog/run"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/samsyn/samsyn/coordinator"
@@ -64,10 +65,19 @@ func Run(ctx context.Context, o Options) error {
 	}
 	defer log.Close()
 	var nodes []coordinator.Node
+	expiry := promauto.With(o.Registry).NewGaugeVec(prometheus.GaugeOpts{
+		Name: "samsyn_coordinator_certificate_expiry_timestamp_seconds", Help: "When the coordinator's TLS certificates expire (Unix time), by use.",
+	}, []string{"use"})
+	if o.HTTPTLS != nil && len(o.HTTPTLS.Certificates) > 0 && o.HTTPTLS.Certificates[0].Leaf != nil {
+		expiry.WithLabelValues("https").Set(float64(o.HTTPTLS.Certificates[0].Leaf.NotAfter.Unix()))
+	}
 	for _, n := range cfg.Nodes {
 		tlsConf, err := o.NodeTLS(n.Identity)
 		if err != nil {
 			return err
+		}
+		if len(tlsConf.Certificates) > 0 && tlsConf.Certificates[0].Leaf != nil {
+			expiry.WithLabelValues("nodes").Set(float64(tlsConf.Certificates[0].Leaf.NotAfter.Unix()))
 		}
 		c, err := nodeclient.Dial(n.Association, n.Address, tlsConf, nil)
 		if err != nil {
@@ -83,6 +93,7 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	a := api.New(coord, st, o.Users, o.Logger)
+	a.Instrument(o.Registry)
 	mux := a.Handler()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{Registry: o.Registry}))
 	var ready atomic.Bool

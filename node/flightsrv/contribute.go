@@ -169,6 +169,7 @@ func (s *Server) contribute(ctx context.Context, actor string, t *wire.Ticket, e
 	}})
 	if err != nil {
 		s.logger.Error("audit append failed", "err", err)
+		s.auditFailures.Inc()
 		return status.Error(codes.Internal, "audit log unavailable: refusing to answer")
 	}
 	s.ledger.add(t.QueryHash, params, cohort)

@@ -78,13 +78,14 @@ type Options struct {
 // Server implements flight.FlightServer for DoGet.
 type Server struct {
 	flight.BaseFlightServer
-	opts       Options
-	logger     *slog.Logger
-	requests   *prometheus.CounterVec
-	cells      *prometheus.CounterVec
-	catalogSum string
-	ledger     cohortLedger
-	answered   answeredSet
+	opts          Options
+	logger        *slog.Logger
+	requests      *prometheus.CounterVec
+	cells         *prometheus.CounterVec
+	auditFailures prometheus.Counter
+	catalogSum    string
+	ledger        cohortLedger
+	answered      answeredSet
 }
 
 // New returns the service.
@@ -145,6 +146,9 @@ func New(opts Options) (*Server, error) {
 	s.requests = f.NewCounterVec(prometheus.CounterOpts{
 		Name: "samsyn_node_flight_requests_total", Help: "DoGet requests by result (released, refused, error) and reason.",
 	}, []string{"result", "reason"})
+	s.auditFailures = f.NewCounter(prometheus.CounterOpts{
+		Name: "samsyn_node_audit_write_failures_total", Help: "Audit entries that could not be written; the request was refused.",
+	})
 	s.cells = f.NewCounterVec(prometheus.CounterOpts{
 		Name: "samsyn_node_cells_total", Help: "Cells in released tables, by whether they were suppressed.",
 	}, []string{"suppressed"})
@@ -199,6 +203,7 @@ func (s *Server) refuse(ctx context.Context, actor string, t *wire.Ticket, code 
 	}
 	if _, err := s.opts.Audit.Append(ctx, audit.Entry{Actor: actor, Action: "refuse", Fields: fields}); err != nil {
 		s.logger.Error("audit append failed", "err", err)
+		s.auditFailures.Inc()
 		return status.Error(codes.Internal, "audit log unavailable: refusing to answer")
 	}
 	s.requests.WithLabelValues("refused", reason).Inc()
@@ -255,6 +260,7 @@ func (s *Server) DoGet(tkt *flight.Ticket, stream flight.FlightService_DoGetServ
 	}})
 	if err != nil {
 		s.logger.Error("audit append failed", "err", err)
+		s.auditFailures.Inc()
 		return status.Error(codes.Internal, "audit log unavailable: refusing to answer")
 	}
 	s.answered.add(t)
