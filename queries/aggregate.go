@@ -149,35 +149,12 @@ func (e *Entry) Spec(association string) disclosure.Spec {
 	for _, m := range e.Measures {
 		spec.Measures = append(spec.Measures, disclosure.Measure{Name: m.Name, Agg: m.Agg})
 	}
-	mun, _ := schemas.V1().CodeList("municipality")
-	lists := map[string]string{}
-	for _, d := range e.Dimensions {
-		lists[d.Name] = d.CodeList
+	scope := []string{association}
+	if association == "" {
+		all, _ := schemas.V1().CodeList("association")
+		scope = all.Values()
 	}
-	spec.Structural = func(cell map[string]string) bool {
-		for name, v := range cell {
-			if v == disclosure.Total || v == disclosure.Other {
-				continue
-			}
-			switch lists[name] {
-			case "municipality":
-				m, _ := mun.Lookup(v)
-				owner := m.Attrs["association"]
-				if owner == "" || (association != "" && owner != association) {
-					return true
-				}
-			case "association":
-				if association != "" && v != association {
-					return true
-				}
-			case "city_district":
-				if association != "" && association != "stockholm" {
-					return true
-				}
-			}
-		}
-		return false
-	}
+	spec.Structural = func(cell map[string]string) bool { return len(e.Fillers(cell, scope)) == 0 }
 	return spec
 }
 

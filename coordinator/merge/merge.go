@@ -101,21 +101,7 @@ func Merge(mem memory.Allocator, spec disclosure.Spec, inputs []Input, pol discl
 	}
 	sort.Slice(ordered, func(i, j int) bool { return ordered[i].order < ordered[j].order })
 
-	fields := make([]arrow.Field, 0, nd+2+nm)
-	for _, d := range spec.Dimensions {
-		fields = append(fields, arrow.Field{Name: d.Name, Type: arrow.BinaryTypes.String})
-	}
-	fields = append(fields,
-		arrow.Field{Name: disclosure.ColN, Type: arrow.PrimitiveTypes.Int64, Nullable: true},
-		arrow.Field{Name: disclosure.ColSuppressed, Type: arrow.FixedWidthTypes.Boolean})
-	for _, m := range spec.Measures {
-		fields = append(fields, arrow.Field{Name: m.Name, Type: arrow.PrimitiveTypes.Float64, Nullable: true})
-	}
-	if cover != nil {
-		fields = append(fields,
-			arrow.Field{Name: disclosure.ColMissing, Type: arrow.FixedWidthTypes.Boolean},
-			arrow.Field{Name: disclosure.ColAssociations, Type: arrow.PrimitiveTypes.Int64})
-	}
+	fields := disclosure.ReleaseFields(spec, cover != nil)
 	md := arrow.NewMetadata([]string{"samsyn.disclosure", "samsyn.associations"}, []string{pol.Params(), strings.Join(rep.Associations, ",")})
 	b := array.NewRecordBuilder(mem, arrow.NewSchema(fields, &md))
 	defer b.Release()

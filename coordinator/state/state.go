@@ -323,41 +323,21 @@ func (s *Store) PutDispatch(ctx context.Context, id string, d Dispatch) error {
 
 // PutDispatches records several dispatches in one transaction (one fan-out's outcomes).
 func (s *Store) PutDispatches(ctx context.Context, id string, ds []Dispatch) error {
-	return s.wrote(s.putDispatches(ctx, id, ds))
-}
-
-func (s *Store) putDispatches(ctx context.Context, id string, ds []Dispatch) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	now := time.Now().UTC()
-	for _, d := range ds {
-		md, err := json.Marshal(d.Metadata)
-		if err != nil {
-			return err
-		}
-		_, err = tx.ExecContext(ctx, `INSERT INTO dispatches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+	return s.wrote(s.putDispatches(ctx, id, ds, `INSERT INTO dispatches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (study, query_index, association) DO UPDATE SET state = excluded.state, attempts = excluded.attempts,
   error = excluded.error, release = excluded.release, metadata = excluded.metadata, updated_at = excluded.updated_at
-WHERE dispatches.state <> 'released'`,
-			id, d.QueryIndex, d.Association, d.State, d.Attempts, d.Error, d.Release, string(md), now)
-		if err != nil {
-			return fmt.Errorf("store dispatch: %w", err)
-		}
-	}
-	return tx.Commit()
+WHERE dispatches.state <> 'released'`))
 }
 
 // PutRound records the outcomes of one round of a pooled query. Unlike PutDispatches it
 // replaces a released dispatch: a masked contribution of an earlier round is never unmasked
 // once a new round has begun, so nothing of it is lost.
 func (s *Store) PutRound(ctx context.Context, id string, ds []Dispatch) error {
-	return s.wrote(s.putRound(ctx, id, ds))
+	return s.wrote(s.putDispatches(ctx, id, ds, `INSERT OR REPLACE INTO dispatches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`))
 }
 
-func (s *Store) putRound(ctx context.Context, id string, ds []Dispatch) error {
+// putDispatches writes ds with stmt in one transaction.
+func (s *Store) putDispatches(ctx context.Context, id string, ds []Dispatch, stmt string) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -369,10 +349,8 @@ func (s *Store) putRound(ctx context.Context, id string, ds []Dispatch) error {
 		if err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, `INSERT OR REPLACE INTO dispatches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			id, d.QueryIndex, d.Association, d.State, d.Attempts, d.Error, d.Release, string(md), now)
-		if err != nil {
-			return fmt.Errorf("store round: %w", err)
+		if _, err := tx.ExecContext(ctx, stmt, id, d.QueryIndex, d.Association, d.State, d.Attempts, d.Error, d.Release, string(md), now); err != nil {
+			return fmt.Errorf("store dispatch: %w", err)
 		}
 	}
 	return tx.Commit()

@@ -274,20 +274,7 @@ func checkMetrics(t *testing.T, url, want string) {
 // each data owner approves with their key, the evaluator follows and downloads every format.
 func cliStudy(t *testing.T, bin, dir, coordinator string, tokens map[string]string) {
 	t.Helper()
-	run := func(token string, args ...string) string {
-		t.Helper()
-		cmd := exec.Command(bin, args...)
-		cmd.Env = append(os.Environ(), "SAMSYN_COORDINATOR="+coordinator, "SAMSYN_TOKEN="+token)
-		out, err := cmd.Output()
-		if err != nil {
-			stderr := ""
-			if ee, ok := err.(*exec.ExitError); ok {
-				stderr = string(ee.Stderr)
-			}
-			t.Fatalf("samsyn %s: %v\n%s%s", strings.Join(args, " "), err, out, stderr)
-		}
-		return string(out)
-	}
+	run := cli(t, bin, coordinator)
 	file := filepath.Join(t.TempDir(), "study.yaml")
 	os.WriteFile(file, []byte(`title: Utfall per kommun
 purpose: e2e via the CLI
@@ -297,23 +284,7 @@ queries:
 associations: all
 on_node_failure: partial
 `), 0o644)
-	out := run(tokens["evaluator"], "study", "submit", file)
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	id := lines[len(lines)-1]
-	if !strings.HasPrefix(id, "st-") {
-		t.Fatalf("submit printed %q", out)
-	}
-	for role, token := range tokens {
-		assoc, ok := strings.CutPrefix(role, "association:")
-		if !ok {
-			continue
-		}
-		run(token, "study", "approve", id, "--association", assoc, "--key", filepath.Join(dir, "keys", assoc+".key"))
-	}
-	status := run(tokens["evaluator"], "study", "status", id, "--watch")
-	if !strings.Contains(status, "released") {
-		t.Fatalf("status: %s", status)
-	}
+	id := submitApproved(t, run, dir, tokens, file)
 	table := run(tokens["evaluator"], "study", "results", id)
 	if !strings.Contains(table, "Huddinge") || !strings.Contains(table, "Totalt") {
 		t.Fatalf("table:\n%s", table)
@@ -327,22 +298,7 @@ on_node_failure: partial
 	}
 	// Roslagen refuses: the study is pooled over the other seven, and Roslagen's six
 	// municipalities are missing from the result, never zero.
-	out = run(tokens["evaluator"], "study", "submit", file)
-	lines = strings.Split(strings.TrimSpace(out), "\n")
-	id = lines[len(lines)-1]
-	for role, token := range tokens {
-		assoc, ok := strings.CutPrefix(role, "association:")
-		switch {
-		case !ok:
-		case assoc == "roslagen":
-			run(token, "study", "refuse", id, "--association", assoc, "--reason", "e2e: not this time")
-		default:
-			run(token, "study", "approve", id, "--association", assoc, "--key", filepath.Join(dir, "keys", assoc+".key"))
-		}
-	}
-	if status := run(tokens["evaluator"], "study", "status", id, "--watch"); !strings.Contains(status, "released") {
-		t.Fatalf("status: %s", status)
-	}
+	id = submitApproved(t, run, dir, tokens, file, "roslagen")
 	jsonFile := filepath.Join(t.TempDir(), "partial.json")
 	run(tokens["evaluator"], "study", "results", id, "--format", "json", "--out", jsonFile)
 	var partial struct {
@@ -553,28 +509,10 @@ func nodeDropsAndComesBack(t *testing.T, d *demoRun, bin, dir, coordinator strin
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	run := func(token string, args ...string) string {
-		t.Helper()
-		cmd := exec.Command(bin, args...)
-		cmd.Env = append(os.Environ(), "SAMSYN_COORDINATOR="+coordinator, "SAMSYN_TOKEN="+token)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("samsyn %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
+	run := cli(t, bin, coordinator)
 	file := filepath.Join(t.TempDir(), "study.yaml")
 	os.WriteFile(file, []byte("title: Utan Roslagen\npurpose: e2e node down\nqueries:\n  - id: exits_by_association\n    params: {from: 2020-04-01, to: 2022-09-30}\nassociations: all\non_node_failure: partial\n"), 0o644)
-	lines := strings.Split(strings.TrimSpace(run(tokens["evaluator"], "study", "submit", file)), "\n")
-	id := lines[len(lines)-1]
-	for role, token := range tokens {
-		if assoc, ok := strings.CutPrefix(role, "association:"); ok {
-			run(token, "study", "approve", id, "--association", assoc, "--key", filepath.Join(dir, "keys", assoc+".key"))
-		}
-	}
-	if out := run(tokens["evaluator"], "study", "status", id, "--watch"); !strings.Contains(out, "released") {
-		t.Fatalf("status: %s", out)
-	}
+	id := submitApproved(t, run, dir, tokens, file)
 	jsonFile := filepath.Join(t.TempDir(), "down.json")
 	run(tokens["evaluator"], "study", "results", id, "--format", "json", "--out", jsonFile)
 	var res struct {
@@ -634,31 +572,13 @@ func nodeHangsAndResumes(t *testing.T, bin, dir, coordinator string, tokens map[
 		}
 	}
 	defer resume()
-	run := func(token string, args ...string) string {
-		t.Helper()
-		cmd := exec.Command(bin, args...)
-		cmd.Env = append(os.Environ(), "SAMSYN_COORDINATOR="+coordinator, "SAMSYN_TOKEN="+token)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("samsyn %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
+	run := cli(t, bin, coordinator)
 	file := filepath.Join(t.TempDir(), "study.yaml")
 	os.WriteFile(file, []byte("title: Varna svarar inte\npurpose: e2e hung node\nqueries:\n"+
 		"  - {id: outcome_by_education, params: {from: 2020-04-01, to: 2022-09-30}}\n"+
 		"  - {id: outcome_by_support_years, params: {from: 2020-04-01, to: 2022-09-30}}\n"+
 		"associations: all\non_node_failure: partial\n"), 0o644)
-	lines := strings.Split(strings.TrimSpace(run(tokens["evaluator"], "study", "submit", file)), "\n")
-	id := lines[len(lines)-1]
-	for role, token := range tokens {
-		if assoc, ok := strings.CutPrefix(role, "association:"); ok {
-			run(token, "study", "approve", id, "--association", assoc, "--key", filepath.Join(dir, "keys", assoc+".key"))
-		}
-	}
-	if out := run(tokens["evaluator"], "study", "status", id, "--watch"); !strings.Contains(out, "released") {
-		t.Fatalf("status: %s", out)
-	}
+	id := submitApproved(t, run, dir, tokens, file)
 	for q := 0; q < 2; q++ {
 		var res struct {
 			Checks struct {
@@ -692,6 +612,47 @@ func nodeHangsAndResumes(t *testing.T, bin, dir, coordinator string, tokens map[
 			t.Fatalf("varna released %s %d times", q, n)
 		}
 	}
+}
+
+// cli returns a runner of the samsyn CLI against coordinator, failing the test on an error.
+func cli(t *testing.T, bin, coordinator string) func(token string, args ...string) string {
+	return func(token string, args ...string) string {
+		t.Helper()
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(os.Environ(), "SAMSYN_COORDINATOR="+coordinator, "SAMSYN_TOKEN="+token)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("samsyn %s: %v\n%s%s", strings.Join(args, " "), err, out, stderr.String())
+		}
+		return string(out)
+	}
+}
+
+// submitApproved submits the study file through the CLI, has every association's data owner
+// approve it (those in refusing refuse), waits until it is released and returns its id.
+func submitApproved(t *testing.T, run func(string, ...string) string, dir string, tokens map[string]string, file string, refusing ...string) string {
+	t.Helper()
+	lines := strings.Split(strings.TrimSpace(run(tokens["evaluator"], "study", "submit", file)), "\n")
+	id := lines[len(lines)-1]
+	if !strings.HasPrefix(id, "st-") {
+		t.Fatalf("submit printed %q", lines)
+	}
+	for role, token := range tokens {
+		assoc, ok := strings.CutPrefix(role, "association:")
+		switch {
+		case !ok:
+		case slices.Contains(refusing, assoc):
+			run(token, "study", "refuse", id, "--association", assoc, "--reason", "e2e: not this time")
+		default:
+			run(token, "study", "approve", id, "--association", assoc, "--key", filepath.Join(dir, "keys", assoc+".key"))
+		}
+	}
+	if out := run(tokens["evaluator"], "study", "status", id, "--watch"); !strings.Contains(out, "released") {
+		t.Fatalf("status: %s", out)
+	}
+	return id
 }
 
 // cliSQL queries one node's own data through its Flight SQL service, as an analyst would.

@@ -65,27 +65,10 @@ func NewLayout(spec Spec) (*Layout, error) {
 		}
 	}
 	l := &Layout{spec: spec, index: make(map[string]int, size)}
-	idx := make([]int, len(domains))
-	for {
-		dims := make([]string, len(domains))
-		for i, d := range domains {
-			dims[i] = d[idx[i]]
-		}
+	forEachCombination(domains, func(dims []string) {
 		l.index[strings.Join(dims, "\x00")] = len(l.cells)
 		l.cells = append(l.cells, dims)
-		k := len(idx) - 1
-		for k >= 0 {
-			idx[k]++
-			if idx[k] < len(domains[k]) {
-				break
-			}
-			idx[k] = 0
-			k--
-		}
-		if k < 0 {
-			break
-		}
-	}
+	})
 	return l, nil
 }
 
@@ -312,19 +295,7 @@ func ProtectPooled(mem memory.Allocator, l *Layout, pooled []uint64, pol Policy,
 		rep.Suppressed += rep.SecondarySuppressed
 	}
 
-	fields := make([]arrow.Field, 0, nd+4+nm)
-	for _, d := range spec.Dimensions {
-		fields = append(fields, arrow.Field{Name: d.Name, Type: arrow.BinaryTypes.String})
-	}
-	fields = append(fields,
-		arrow.Field{Name: ColN, Type: arrow.PrimitiveTypes.Int64, Nullable: true},
-		arrow.Field{Name: ColSuppressed, Type: arrow.FixedWidthTypes.Boolean})
-	for _, m := range spec.Measures {
-		fields = append(fields, arrow.Field{Name: m.Name, Type: arrow.PrimitiveTypes.Float64, Nullable: true})
-	}
-	fields = append(fields,
-		arrow.Field{Name: ColMissing, Type: arrow.FixedWidthTypes.Boolean},
-		arrow.Field{Name: ColAssociations, Type: arrow.PrimitiveTypes.Int64})
+	fields := ReleaseFields(spec, true)
 	md := arrow.NewMetadata([]string{"samsyn.disclosure"}, []string{pol.PooledParams()})
 	b := array.NewRecordBuilder(mem, arrow.NewSchema(fields, &md))
 	defer b.Release()

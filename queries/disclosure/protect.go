@@ -138,16 +138,7 @@ func Protect(mem memory.Allocator, in arrow.Record, spec Spec, pol Policy) (arro
 		return nil, rep, err
 	}
 
-	fields := make([]arrow.Field, 0, len(spec.Dimensions)+2+len(spec.Measures))
-	for _, d := range spec.Dimensions {
-		fields = append(fields, arrow.Field{Name: d.Name, Type: arrow.BinaryTypes.String})
-	}
-	fields = append(fields,
-		arrow.Field{Name: ColN, Type: arrow.PrimitiveTypes.Int64, Nullable: true},
-		arrow.Field{Name: ColSuppressed, Type: arrow.FixedWidthTypes.Boolean})
-	for _, m := range spec.Measures {
-		fields = append(fields, arrow.Field{Name: m.Name, Type: arrow.PrimitiveTypes.Float64, Nullable: true})
-	}
+	fields := ReleaseFields(spec, false)
 	md := arrow.NewMetadata([]string{"samsyn.disclosure"}, []string{pol.Params()})
 	b := array.NewRecordBuilder(mem, arrow.NewSchema(fields, &md))
 	defer b.Release()
@@ -373,31 +364,14 @@ func buildFrame(spec Spec, observed []cell) ([]cell, error) {
 		}
 	}
 	if filled {
-		idx := make([]int, len(domains))
-		for {
-			dims := make([]string, len(domains))
-			for i, d := range domains {
-				dims[i] = d[idx[i]]
-			}
+		forEachCombination(domains, func(dims []string) {
 			if j, ok := byKey[strings.Join(dims, "\x00")]; ok {
 				frame = append(frame, observed[j])
 				used[j] = true
 			} else {
 				frame = append(frame, cell{dims: dims, measures: make([]measureIn, len(spec.Measures))})
 			}
-			k := len(idx) - 1
-			for k >= 0 {
-				idx[k]++
-				if idx[k] < len(domains[k]) {
-					break
-				}
-				idx[k] = 0
-				k--
-			}
-			if k < 0 {
-				break
-			}
-		}
+		})
 	}
 	for j, c := range observed {
 		if !used[j] {
@@ -405,4 +379,51 @@ func buildFrame(spec Spec, observed []cell) ([]cell, error) {
 		}
 	}
 	return frame, nil
+}
+
+// forEachCombination calls fn with every combination of one value from each domain, the last
+// domain varying fastest; fn may keep the slice it is given.
+func forEachCombination(domains [][]string, fn func(dims []string)) {
+	idx := make([]int, len(domains))
+	for {
+		dims := make([]string, len(domains))
+		for i, d := range domains {
+			dims[i] = d[idx[i]]
+		}
+		fn(dims)
+		k := len(idx) - 1
+		for k >= 0 {
+			idx[k]++
+			if idx[k] < len(domains[k]) {
+				break
+			}
+			idx[k] = 0
+			k--
+		}
+		if k < 0 {
+			return
+		}
+	}
+}
+
+// ReleaseFields is the layout of a released table of spec: the dimensions (utf8), ColN
+// (int64, null when not shown), ColSuppressed, one float64 per measure and, with coverage,
+// ColMissing and ColAssociations. wire.Table reads it.
+func ReleaseFields(spec Spec, coverage bool) []arrow.Field {
+	fields := make([]arrow.Field, 0, len(spec.Dimensions)+4+len(spec.Measures))
+	for _, d := range spec.Dimensions {
+		fields = append(fields, arrow.Field{Name: d.Name, Type: arrow.BinaryTypes.String})
+	}
+	fields = append(fields,
+		arrow.Field{Name: ColN, Type: arrow.PrimitiveTypes.Int64, Nullable: true},
+		arrow.Field{Name: ColSuppressed, Type: arrow.FixedWidthTypes.Boolean})
+	for _, m := range spec.Measures {
+		fields = append(fields, arrow.Field{Name: m.Name, Type: arrow.PrimitiveTypes.Float64, Nullable: true})
+	}
+	if coverage {
+		fields = append(fields,
+			arrow.Field{Name: ColMissing, Type: arrow.FixedWidthTypes.Boolean},
+			arrow.Field{Name: ColAssociations, Type: arrow.PrimitiveTypes.Int64})
+	}
+	return fields
 }
