@@ -151,7 +151,7 @@ func (c *Coordinator) Federation() []string {
 func (c *Coordinator) Catalog() *queries.Catalog { return c.o.Catalog }
 
 // Nodes lists the nodes.
-func (c *Coordinator) Nodes() []Node { return c.o.Nodes }
+func (c *Coordinator) Nodes() []Node { return slices.Clone(c.o.Nodes) }
 
 // Policy is the disclosure policy applied to merged cells.
 func (c *Coordinator) Policy() disclosure.Policy { return c.o.Policy }
