@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/samsyn/samsyn/node/store"
@@ -30,6 +31,10 @@ func TestAnImportOnAFullDiskChangesNothing(t *testing.T) {
 	}
 	disk := t.TempDir()
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", disk).CombinedOutput(); err != nil {
+		if strings.Contains(string(out), "ermission denied") || strings.Contains(string(out), "not permitted") {
+			// Root without CAP_SYS_ADMIN (an unprivileged container): say so loudly.
+			t.Skipf("cannot mount a tmpfs here (%s): the disk-full test did not run", strings.TrimSpace(string(out)))
+		}
 		t.Fatalf("mount tmpfs: %v %s", err, out)
 	}
 	t.Cleanup(func() {
