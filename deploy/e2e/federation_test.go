@@ -717,17 +717,6 @@ func (f *inproc) runAll(t *testing.T, onFailure string) *study.Study {
 }
 
 // waitForFirstDispatch waits (at most 30 s) until some node has answered some query.
-func (f *inproc) waitForFirstDispatch(t *testing.T, id string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if ds, _ := f.store.Dispatches(context.Background(), id); len(ds) > 0 {
-			return
-		}
-		time.Sleep(time.Millisecond)
-	}
-	t.Fatal("no node answered within 30 s")
-}
 
 func TestACohortOutsidePolicyIsRefusedAtEveryNode(t *testing.T) {
 	f := startInProc(t, 50, "hbs", "varna", "roslagen")
