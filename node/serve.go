@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 
 	"github.com/apache/arrow/go/v17/arrow/flight"
 	"github.com/apache/arrow/go/v17/arrow/memory"
@@ -24,6 +25,7 @@ import (
 	"github.com/samsyn/samsyn/node/executor"
 	"github.com/samsyn/samsyn/node/flightsrv"
 	"github.com/samsyn/samsyn/node/importer"
+	"github.com/samsyn/samsyn/node/preview"
 	"github.com/samsyn/samsyn/node/sqlsrv"
 	"github.com/samsyn/samsyn/node/store"
 	"github.com/samsyn/samsyn/queries"
@@ -31,6 +33,7 @@ import (
 	"github.com/samsyn/samsyn/queries/secagg"
 	"github.com/samsyn/samsyn/queries/wire"
 	"github.com/samsyn/samsyn/queries/wire/mtls"
+	"github.com/samsyn/samsyn/schemas"
 )
 
 // Options are what a serving node needs beyond its config: the material main loads from
@@ -168,6 +171,27 @@ func Serve(ctx context.Context, o Options) error {
 					"table": res.Table, "rows": fmt.Sprint(res.Rows), "changed": fmt.Sprint(res.Changed), "snapshot": res.Snapshot}})
 			}
 			return res, err
+		}, func(ctx context.Context, query string, params map[string]string) (string, error) {
+			e, ok := cat.Get(query)
+			if !ok {
+				return "", fmt.Errorf("unknown query %q: expected one of %s", query, strings.Join(cat.IDs(), ", "))
+			}
+			b, err := e.Bind(params)
+			if err != nil {
+				return "", err
+			}
+			if _, err := log.Append(ctx, audit.Entry{Actor: "local:analyst", Action: "preview", Fields: map[string]string{
+				"query": e.ID, "query_hash": e.Hash(), "params": fmt.Sprint(b.Text)}}); err != nil {
+				return "", fmt.Errorf("audit log unavailable: %w", err)
+			}
+			fed := cfg.Aggregation.Federation()
+			if len(fed) == 0 {
+				assoc, _ := schemas.V1().CodeList("association")
+				fed = assoc.Values()
+			}
+			var out strings.Builder
+			err = preview.Render(ctx, &out, x, e, b, cfg.Association, fed)
+			return out.String(), err
 		})
 		g.Add(func() error {
 			logger.Info("analysts' Flight SQL serving", "listen", sqlLn.Addr().String())

@@ -222,17 +222,12 @@ func printImport(cmd *cobra.Command, res *importer.Result, files []string) {
 		res.Table, res.Rows, strings.Join(names, ", "), res.Changed, res.Snapshot)
 }
 
-// importThroughNode asks the running node to import files on this machine.
-func importThroughNode(cmd *cobra.Command, cfg *config.Config, table string, files []string) error {
+// localAction calls one of the serving node's local actions on its SQL service (loopback or
+// a Unix socket, the analysts' token) and returns the body of its one answer.
+func localAction(cmd *cobra.Command, cfg *config.Config, action string, body []byte) ([]byte, error) {
 	token, err := cfg.ReadSQLToken()
 	if err != nil {
-		return err
-	}
-	abs := make([]string, len(files))
-	for i, f := range files {
-		if abs[i], err = filepath.Abs(f); err != nil {
-			return err
-		}
+		return nil, err
 	}
 	target := cfg.SQL.Listen
 	if p, ok := strings.CutPrefix(target, "unix:"); ok {
@@ -240,22 +235,38 @@ func importThroughNode(cmd *cobra.Command, cfg *config.Config, table string, fil
 	}
 	conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer conn.Close()
-	body, _ := json.Marshal(sqlsrv.ImportRequest{Table: table, Files: abs})
 	ctx := metadata.AppendToOutgoingContext(cmd.Context(), "authorization", "Bearer "+token)
-	fmt.Fprintf(cmd.ErrOrStderr(), "the node is serving: handing the import to it at %s\n", cfg.SQL.Listen)
-	stream, err := flight.NewClientFromConn(conn, nil).DoAction(ctx, &flight.Action{Type: sqlsrv.ActionImport, Body: body})
+	stream, err := flight.NewClientFromConn(conn, nil).DoAction(ctx, &flight.Action{Type: action, Body: body})
 	if err != nil {
-		return fmt.Errorf("import through the node: %w", err)
+		return nil, err
 	}
 	res, err := stream.Recv()
+	if err != nil {
+		return nil, err
+	}
+	return res.Body, nil
+}
+
+// importThroughNode asks the running node to import files on this machine.
+func importThroughNode(cmd *cobra.Command, cfg *config.Config, table string, files []string) error {
+	var err error
+	abs := make([]string, len(files))
+	for i, f := range files {
+		if abs[i], err = filepath.Abs(f); err != nil {
+			return err
+		}
+	}
+	body, _ := json.Marshal(sqlsrv.ImportRequest{Table: table, Files: abs})
+	fmt.Fprintf(cmd.ErrOrStderr(), "the node is serving: handing the import to it at %s\n", cfg.SQL.Listen)
+	raw, err := localAction(cmd, cfg, sqlsrv.ActionImport, body)
 	if err != nil {
 		return fmt.Errorf("import through the node: %w", err)
 	}
 	var reply sqlsrv.ImportReply
-	if err := json.Unmarshal(res.Body, &reply); err != nil {
+	if err := json.Unmarshal(raw, &reply); err != nil {
 		return err
 	}
 	switch {

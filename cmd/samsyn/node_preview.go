@@ -1,20 +1,21 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 
-	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/samsyn/samsyn/node/config"
 	"github.com/samsyn/samsyn/node/executor"
 	"github.com/samsyn/samsyn/node/preview"
+	"github.com/samsyn/samsyn/node/sqlsrv"
 	"github.com/samsyn/samsyn/node/store"
 	"github.com/samsyn/samsyn/queries"
-	"github.com/samsyn/samsyn/queries/disclosure"
 	"github.com/samsyn/samsyn/schemas"
 )
 
@@ -26,8 +27,9 @@ func newNodePreviewCmd(g *globals) *cobra.Command {
 		Short: "Show what this node would release for a catalog query, beside the true counts (local only)",
 		Long: `Run a catalog query on this node's own data and show the protected table exactly as the
 coordinator would receive it and, beside it for the local analyst only, the true count of
-every cell and why each suppressed cell is suppressed. Nothing is sent anywhere. The store
-must not be in use by a running node (stop it, or preview on a copy of the store).`,
+every cell and why each suppressed cell is suppressed, and what the node would contribute to a
+pooled study. Nothing is sent anywhere. While the node serves, the preview runs inside it,
+through its local SQL service (as imports do), and is recorded in its audit log.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if cfgPath == "" {
@@ -69,6 +71,10 @@ must not be in use by a running node (stop it, or preview on a copy of the store
 				return err
 			}
 			st, err := store.Open(cmd.Context(), cfg.StorePath())
+			if errors.Is(err, store.ErrLocked) && cfg.SQL.Listen != "" {
+				// The node is serving: it runs the preview on its own store.
+				return previewThroughNode(cmd, cfg, e.ID, bound.Text)
+			}
 			if err != nil {
 				return err
 			}
@@ -79,50 +85,40 @@ must not be in use by a running node (stop it, or preview on a copy of the store
 				return err
 			}
 			defer x.Close()
-			truth, err := x.Aggregate(cmd.Context(), e, bound)
-			if err != nil {
-				return err
-			}
-			defer truth.Release()
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "%s (%s) on node %s, parameters %v\n", e.Title.SV, e.ID, cfg.Association, bound.Text)
-			res, err := x.Run(cmd.Context(), e, bound)
-			var own arrow.Record
-			switch {
-			case errors.Is(err, disclosure.ErrTooSparse):
-				fmt.Fprintf(out, "this node's own table (a cohort of one): REFUSED, it would release nothing: %v\n", err)
-			case err != nil:
-				return err
-			default:
-				defer res.Table.Release()
-				own = res.Table
-				fmt.Fprintf(out, "this node's own table (a cohort of one): %d cells, %d suppressed (snapshot %s)\n", res.Report.Cells, res.Report.Suppressed, res.Snapshot)
-			}
-			fmt.Fprintf(out, "in a study across associations the node instead contributes every count perturbed and unsuppressed,\n"+
-				"masked so that only the cohort's sum is ever seen; the threshold is applied once, to that sum.\n\n")
-			rows, err := preview.Compare(e, truth, own, x.Policy())
-			if err != nil {
-				return err
-			}
-			fed := cfg.Aggregation.Federation()
-			if len(fed) == 0 {
-				assoc, _ := schemas.V1().CodeList("association")
-				fed = assoc.Values()
-			}
-			layout, err := e.Layout()
-			if err != nil {
-				return err
-			}
-			c, err := x.Contribute(cmd.Context(), e, bound, fed)
-			if err != nil {
-				return err
-			}
-			preview.WithContribution(rows, layout, c.Vector)
-			return preview.Print(out, e, rows)
+			return preview.Render(cmd.Context(), cmd.OutOrStdout(), x, e, bound, cfg.Association, federationOf(cfg))
 		},
 	}
 	cmd.Flags().StringVar(&cfgPath, "config", "", "the node's node.yaml")
 	cmd.Flags().StringVar(&catDir, "catalog", "", "catalog folder (default: the node's catalog.dir, else queries/catalog)")
 	cmd.Flags().StringArrayVar(&params, "param", nil, "a query parameter as name=value (repeat)")
 	return cmd
+}
+
+// federationOf lists the associations of the node's federation: its pinned aggregation keys,
+// or every association of the code list.
+func federationOf(cfg *config.Config) []string {
+	if fed := cfg.Aggregation.Federation(); len(fed) > 0 {
+		return fed
+	}
+	assoc, _ := schemas.V1().CodeList("association")
+	return assoc.Values()
+}
+
+// previewThroughNode asks the serving node to run the preview on its own store.
+func previewThroughNode(cmd *cobra.Command, cfg *config.Config, query string, params map[string]string) error {
+	body, _ := json.Marshal(sqlsrv.PreviewRequest{Query: query, Params: params})
+	fmt.Fprintf(cmd.ErrOrStderr(), "the node is serving: asking it for the preview at %s\n", cfg.SQL.Listen)
+	raw, err := localAction(cmd, cfg, sqlsrv.ActionPreview, body)
+	if err != nil {
+		return fmt.Errorf("preview through the node: %w", err)
+	}
+	var reply sqlsrv.PreviewReply
+	if err := json.Unmarshal(raw, &reply); err != nil {
+		return err
+	}
+	if reply.Error != "" {
+		return errors.New(reply.Error)
+	}
+	_, err = io.WriteString(cmd.OutOrStdout(), reply.Text)
+	return err
 }

@@ -45,7 +45,7 @@ func TestADBCClientBrowsesAndQueriesANode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := sqlsrv.NewGRPCServer(srv, token, nil)
+	g := sqlsrv.NewGRPCServer(srv, token, nil, nil)
 	go g.Serve(ln)
 	defer g.Stop()
 

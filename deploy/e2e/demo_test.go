@@ -687,6 +687,20 @@ func cliSQL(t *testing.T, bin, dir string) {
 	if out, err := exec.Command(bin, "sql", "--config", cfg, "--token", "wrong-token-0123456789", "-c", "SELECT 1").CombinedOutput(); err == nil || !strings.Contains(string(out), "Unauthenticated") {
 		t.Fatalf("a wrong token: %v\n%s", err, out)
 	}
+	// The README's preview, while the node serves: the node runs it and audits it.
+	out, err = exec.Command(bin, "node", "preview", "exits_by_association", "--config", cfg,
+		"--param", "from=2021-01-01", "--param", "to=2021-12-31").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "the node is serving") || !strings.Contains(string(out), "pooled contribution") ||
+		!strings.Contains(string(out), "true (local only)") {
+		t.Fatalf("preview on a serving node: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(bin, "node", "preview", "exits_by_association", "--config", cfg,
+		"--param", "from=2021-01-01", "--param", "to=2021-06-30").CombinedOutput(); err == nil || !strings.Contains(string(out), "fixed grid") {
+		t.Fatalf("a preview off the period grid: %v\n%s", err, out)
+	}
+	if raw, _ := os.ReadFile(filepath.Join(dir, "nodes", "hbs", "audit.log")); !strings.Contains(string(raw), `"action":"preview"`) {
+		t.Fatal("the preview is not in the node's audit log")
+	}
 }
 
 // cliImportThroughNode imports while the node serves: the node, DuckDB's one writer, does it.

@@ -34,13 +34,36 @@ type ImportReply struct {
 // Importer runs an import on the node's store with the node's own association and secret.
 type Importer func(ctx context.Context, table string, files []string) (*importer.Result, error)
 
-// withImport adds ActionImport to a Flight SQL server.
+// ActionPreview is the Flight action through which `samsyn node preview` asks a serving node
+// to run a preview on its own store (the store has one process).
+const ActionPreview = "samsyn.preview"
+
+// PreviewRequest is the body of ActionPreview: a catalog query and its parameters.
+type PreviewRequest struct {
+	Query  string            `json:"query"`
+	Params map[string]string `json:"params"`
+}
+
+// PreviewReply is the answer: the preview as text, or why there is none.
+type PreviewReply struct {
+	Text  string `json:"text,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+// Previewer renders the preview of a catalog query on the node's store, for its analysts.
+type Previewer func(ctx context.Context, query string, params map[string]string) (string, error)
+
+// withImport adds the local actions (ActionImport, ActionPreview) to a Flight SQL server.
 type withImport struct {
 	flight.FlightServer
-	imp Importer
+	imp  Importer
+	prev Previewer
 }
 
 func (w withImport) DoAction(a *flight.Action, stream flight.FlightService_DoActionServer) error {
+	if a.GetType() == ActionPreview {
+		return w.preview(a, stream)
+	}
 	if a.GetType() != ActionImport {
 		return w.FlightServer.DoAction(a, stream)
 	}
@@ -66,6 +89,28 @@ func (w withImport) DoAction(a *flight.Action, stream flight.FlightService_DoAct
 		reply.Error = err.Error()
 	default:
 		reply.Result = res
+	}
+	body, err := json.Marshal(reply)
+	if err != nil {
+		return err
+	}
+	return stream.Send(&flight.Result{Body: body})
+}
+
+func (w withImport) preview(a *flight.Action, stream flight.FlightService_DoActionServer) error {
+	if w.prev == nil {
+		return status.Error(codes.Unimplemented, "this node does not run previews through its SQL service")
+	}
+	var req PreviewRequest
+	if err := json.Unmarshal(a.GetBody(), &req); err != nil || req.Query == "" {
+		return status.Error(codes.InvalidArgument, "preview: expected {query, params}")
+	}
+	var reply PreviewReply
+	text, err := w.prev(stream.Context(), req.Query, req.Params)
+	if err != nil {
+		reply.Error = err.Error()
+	} else {
+		reply.Text = text
 	}
 	body, err := json.Marshal(reply)
 	if err != nil {

@@ -117,11 +117,12 @@ func TokenInterceptors(token string) (grpc.UnaryServerInterceptor, grpc.StreamSe
 }
 
 // NewGRPCServer is a gRPC server with the token check and the Flight SQL service; imp, if
-// set, takes imports while the node serves (ActionImport).
-func NewGRPCServer(s *Server, token string, imp Importer) *grpc.Server {
+// set, takes imports while the node serves (ActionImport), and prev, if set, runs previews
+// (ActionPreview).
+func NewGRPCServer(s *Server, token string, imp Importer, prev Previewer) *grpc.Server {
 	u, st := TokenInterceptors(token)
 	g := grpc.NewServer(grpc.UnaryInterceptor(u), grpc.StreamInterceptor(st))
-	flight.RegisterFlightServiceServer(g, withImport{FlightServer: flightsql.NewFlightServer(s), imp: imp})
+	flight.RegisterFlightServiceServer(g, withImport{FlightServer: flightsql.NewFlightServer(s), imp: imp, prev: prev})
 	return g
 }
 

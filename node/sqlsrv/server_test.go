@@ -49,7 +49,7 @@ func start(t *testing.T) (*flightsql.Client, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := NewGRPCServer(srv, token, nil)
+	g := NewGRPCServer(srv, token, nil, nil)
 	go g.Serve(ln)
 	t.Cleanup(g.Stop)
 	c, err := flightsql.NewClient(ln.Addr().String(), nil, nil, grpc.WithTransportCredentials(insecure.NewCredentials()))
