@@ -22,6 +22,9 @@ import (
 type Config struct {
 	ID     string `yaml:"id"`
 	Listen string `yaml:"listen"` // HTTP API and dashboard
+	// MetricsListen serves /metrics over plain HTTP, loopback only (scrape it through a local
+	// agent); the API's port never serves metrics.
+	MetricsListen string `yaml:"metrics_listen"`
 	// TLS serves the API over HTTPS; required unless Listen is a loopback address.
 	TLS      *ServerTLS `yaml:"tls"`
 	NodesTLS ClientTLS  `yaml:"nodes_tls"` // the coordinator's client certificate towards nodes
@@ -105,7 +108,7 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Config{ID: "coordinator", Store: "coordinator.sqlite", AuditLog: "audit.log",
+	c := &Config{ID: "coordinator", Store: "coordinator.sqlite", AuditLog: "audit.log", MetricsListen: "127.0.0.1:9480",
 		FanOut: FanOut{NodeTimeout: 10 * time.Second, Retries: 2, Backoff: 200 * time.Millisecond},
 		dir:    filepath.Dir(abs), path: path, lines: map[string]int{}}
 	var doc yaml.Node
@@ -199,6 +202,9 @@ func (c *Config) validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return c.fail("listen", fmt.Sprintf("%q: expected host:port", c.Listen))
+	}
+	if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil || !loopback(c.MetricsListen) {
+		return c.fail("metrics_listen", fmt.Sprintf("%q: expected a loopback host:port (metrics are served in plain HTTP: scrape them through a local agent)", c.MetricsListen))
 	}
 	if !loopback(c.Listen) && (c.TLS == nil || c.TLS.Cert == "" || c.TLS.Key == "") {
 		return c.fail("listen", fmt.Sprintf("%q is not loopback: set tls.cert and tls.key to serve the API over HTTPS", c.Listen))

@@ -95,7 +95,6 @@ func Run(ctx context.Context, o Options) error {
 	a := api.New(coord, st, o.Users, o.Logger)
 	a.Instrument(o.Registry)
 	mux := a.Handler()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{Registry: o.Registry}))
 	var ready atomic.Bool
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
@@ -125,8 +124,23 @@ func Run(ctx context.Context, o Options) error {
 		scheme = "https"
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// Metrics on their own loopback listener: the API port never serves them.
+	metricsMux := http.NewServeMux()
+	metricsMux.Handle("GET /metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{Registry: o.Registry}))
+	mln, err := net.Listen("tcp", cfg.MetricsListen)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("listen on %s (metrics_listen): %w", cfg.MetricsListen, err)
+	}
+	msrv := &http.Server{Handler: metricsMux, ReadHeaderTimeout: 10 * time.Second}
 
 	var g run.Group
+	g.Add(func() error {
+		if err := msrv.Serve(mln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	}, func(error) { _ = msrv.Close() })
 	g.Add(func() error {
 		coord.Start(ctx)
 		ready.Store(true)

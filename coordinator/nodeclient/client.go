@@ -63,6 +63,10 @@ type Release struct {
 
 // Get presents ticket and reads the whole protected table.
 func (c *Client) Get(ctx context.Context, ticket []byte) (*Release, error) {
+	// A node that was down a moment ago (or not yet up when the coordinator first dialled)
+	// leaves the connection waiting out gRPC's reconnect backoff, and a request would fail at
+	// once: try to connect now instead. A node that is still down fails as fast as before.
+	c.conn.ResetConnectBackoff()
 	stream, err := c.flight.DoGet(ctx, &flight.Ticket{Ticket: ticket})
 	if err != nil {
 		return nil, err
@@ -100,6 +104,7 @@ func (c *Client) Get(ctx context.Context, ticket []byte) (*Release, error) {
 
 // Healthy asks the node's health service.
 func (c *Client) Healthy(ctx context.Context) error {
+	c.conn.ResetConnectBackoff()
 	resp, err := c.health.Check(ctx, &healthpb.HealthCheckRequest{})
 	if err != nil {
 		return err

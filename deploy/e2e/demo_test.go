@@ -228,7 +228,10 @@ func TestDemoE2EStartsServesStopsAndLeavesNothingBehind(t *testing.T) {
 	nodeHangsAndResumes(t, bin, dir, creds.Coordinator, creds.Tokens)
 	cliSQL(t, bin, dir)
 	cliImportThroughNode(t, bin, dir)
-	checkMetrics(t, creds.Coordinator+"/metrics", "samsyn_coordinator_results_released_total")
+	checkMetrics(t, "http://127.0.0.1:9090/metrics", "samsyn_coordinator_results_released_total") // 8090 + the port offset
+	if code, _, _ := call(t, "GET", creds.Coordinator+"/metrics", "", nil, ""); code == http.StatusOK {
+		t.Fatal("the coordinator's API port serves /metrics")
+	}
 	checkMetrics(t, "http://127.0.0.1:8202/metrics", "samsyn_node_flight_requests_total")
 
 	d.cmd.Process.Signal(os.Interrupt)

@@ -14,8 +14,9 @@ var reference []byte
 // Federation is the shape of a federation: its coordinator and nodes with their addresses.
 type Federation struct {
 	Coordinator struct {
-		ID   string `yaml:"id"`
-		HTTP string `yaml:"http"`
+		ID      string `yaml:"id"`
+		HTTP    string `yaml:"http"`
+		Metrics string `yaml:"metrics"` // /metrics, loopback only
 	} `yaml:"coordinator"`
 	Nodes []Node `yaml:"nodes"`
 }

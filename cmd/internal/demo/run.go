@@ -279,7 +279,7 @@ func seedStudies(ctx context.Context, o Options, creds *Credentials) error {
 
 // portsFree refuses to start when another process (an earlier demo, say) holds an address.
 func portsFree(f *federation.Federation) error {
-	addrs := []string{f.Coordinator.HTTP}
+	addrs := []string{f.Coordinator.HTTP, f.Coordinator.Metrics}
 	for _, n := range f.Nodes {
 		addrs = append(addrs, n.Flight, n.Health, n.SQL)
 	}

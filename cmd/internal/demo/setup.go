@@ -68,6 +68,7 @@ func plan(o Options) (*federation.Federation, error) {
 		return nil, err
 	}
 	f.Coordinator.HTTP = shift(f.Coordinator.HTTP, o.PortOffset)
+	f.Coordinator.Metrics = shift(f.Coordinator.Metrics, o.PortOffset)
 	if o.HTTP != "" {
 		f.Coordinator.HTTP = o.HTTP
 	}
@@ -262,6 +263,7 @@ func rewriteAddresses(o Options, f *federation.Federation) error {
 	cfg := fmt.Sprintf(`# Demo coordinator (synthetic data). Paths are relative to this file.
 id: %s
 listen: %s
+metrics_listen: %s
 nodes_tls: {ca: ../pki/ca.pem, cert: ../pki/coordinator.pem, key: ../pki/coordinator-key.pem}
 ticket_key: ../keys/coordinator.key
 catalog: {dir: ../catalog, authority_key: ../keys/catalog-authority.pub}
@@ -270,7 +272,7 @@ audit_log: audit.log
 tokens_file: tokens.yaml
 fanout: {node_timeout: 10s, retries: 2, backoff: 200ms}
 nodes:
-`, f.Coordinator.ID, f.Coordinator.HTTP)
+`, f.Coordinator.ID, f.Coordinator.HTTP, f.Coordinator.Metrics)
 	for _, n := range f.Nodes {
 		cfg += fmt.Sprintf("  - {association: %s, address: %s, identity: %s, approval_key: ../keys/%s.pub}\n", n.Association, n.Flight, mtls.NodeIdentity(n.Association), n.Association)
 	}
