@@ -11,6 +11,8 @@ import (
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"github.com/apache/arrow/go/v17/arrow/memory"
+
+	"github.com/samsyn/samsyn/queries/secagg"
 )
 
 // Columns a pooled release adds after the measures.
@@ -22,13 +24,6 @@ const (
 	// result (on a margin of a partial result, fewer than could).
 	ColAssociations = "associations"
 )
-
-// Fixed-point scale of measure sums in a contribution (the same as secagg.Scale).
-const fixedScale = 1 << 10
-
-func fixed(x float64) uint64 { return uint64(int64(math.Round(x * fixedScale))) }
-
-func unfixed(u uint64) float64 { return float64(int64(u)) / fixedScale }
 
 // Layout is the fixed frame of a pooled table: every combination of the dimension domains,
 // each with Other (and Total for margins), in one order that every node and the coordinator
@@ -171,7 +166,7 @@ func Contribute(in arrow.Record, l *Layout, pol Policy, exclusive func(cell map[
 			}
 			s := base + 2 + 4*j
 			vec[s] = uint64(pt.Perturb(mi.count, c.key))
-			vec[s+1], vec[s+2], vec[s+3] = fixed(mi.sum), fixed(mi.abs), fixed(mi.sq)
+			vec[s+1], vec[s+2], vec[s+3] = secagg.Fixed(mi.sum), secagg.Fixed(mi.abs), secagg.Fixed(mi.sq)
 		}
 	}
 	return vec, rep, nil
@@ -274,7 +269,7 @@ func ProtectPooled(mem memory.Allocator, l *Layout, pooled []uint64, pol Policy,
 		for j, m := range spec.Measures {
 			s := base + 2 + 4*j
 			count := int64(pooled[s])
-			sum, abs, sq := unfixed(pooled[s+1]), unfixed(pooled[s+2]), unfixed(pooled[s+3])
+			sum, abs, sq := secagg.Float(pooled[s+1]), secagg.Float(pooled[s+2]), secagg.Float(pooled[s+3])
 			if count < int64(pol.MeanMinN) || d.n < int64(pol.MeanMinN) || (abs > 0 && math.Sqrt(2*math.Max(sq, 0)) > pol.DominanceShare*abs) {
 				rep.MeasuresSuppressed++
 				continue
