@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/flight"
 	"github.com/apache/arrow/go/v17/arrow/memory"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -44,6 +46,9 @@ func Dial(association, addr string, tlsConf *tls.Config, alloc memory.Allocator)
 	}
 	conn, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)),
+		// Reconnect within a second or two of a node's return, not gRPC's default two minutes.
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+			MinConnectTimeout: 5 * time.Second}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxReleaseBytes)))
 	if err != nil {
 		return nil, fmt.Errorf("dial node %s at %s: %w", association, addr, err)
@@ -63,11 +68,11 @@ type Release struct {
 
 // Get presents ticket and reads the whole protected table.
 func (c *Client) Get(ctx context.Context, ticket []byte) (*Release, error) {
-	// A node that was down a moment ago (or not yet up when the coordinator first dialled)
-	// leaves the connection waiting out gRPC's reconnect backoff, and a request would fail at
-	// once: try to connect now instead. A node that is still down fails as fast as before.
-	c.conn.ResetConnectBackoff()
-	stream, err := c.flight.DoGet(ctx, &flight.Ticket{Ticket: ticket})
+	// Wait for the connection within ctx's deadline: a node that was down a moment ago (or not
+	// yet up when the coordinator first dialled) is reached as soon as it is back, instead of
+	// failing at once while gRPC waits out its reconnect backoff. A node still down costs the
+	// deadline, once per study (the coordinator then leaves it out).
+	stream, err := c.flight.DoGet(ctx, &flight.Ticket{Ticket: ticket}, grpc.WaitForReady(true))
 	if err != nil {
 		return nil, err
 	}
@@ -104,8 +109,7 @@ func (c *Client) Get(ctx context.Context, ticket []byte) (*Release, error) {
 
 // Healthy asks the node's health service.
 func (c *Client) Healthy(ctx context.Context) error {
-	c.conn.ResetConnectBackoff()
-	resp, err := c.health.Check(ctx, &healthpb.HealthCheckRequest{})
+	resp, err := c.health.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
 	if err != nil {
 		return err
 	}
