@@ -50,7 +50,7 @@ type inproc struct {
 	coord      *coordinator.Coordinator
 	store      *state.Store
 	assocKeys  map[string]ed25519.PrivateKey
-	stopNode   map[string]context.CancelFunc
+	stopNode   map[string]func()
 }
 
 // startInProc runs a federation in this process: real node servers on loopback with mutual
@@ -59,7 +59,7 @@ type inproc struct {
 // seed 1, associations of their real relative sizes).
 func startInProc(t testing.TB, perNode int, onlyAssoc ...string) *inproc {
 	t.Helper()
-	f := &inproc{dir: t.TempDir(), assocKeys: map[string]ed25519.PrivateKey{}, stopNode: map[string]context.CancelFunc{}}
+	f := &inproc{dir: t.TempDir(), assocKeys: map[string]ed25519.PrivateKey{}, stopNode: map[string]func(){}}
 	ca, err := mtls.NewCA("e2e", time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -155,9 +155,12 @@ func startInProc(t testing.TB, perNode int, onlyAssoc ...string) *inproc {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithCancel(context.Background())
-		f.stopNode[assoc] = cancel
 		addr := make(chan string, 1)
 		done := make(chan error, 1)
+		// Stopping a node returns once it has stopped serving, so a test that stops one knows
+		// the node is down.
+		stop := sync.OnceFunc(func() { cancel(); <-done })
+		f.stopNode[assoc] = stop
 		go func() {
 			done <- node.Serve(ctx, node.Options{Config: cfg, Secret: secretOf(assoc), TLS: serverTLS,
 				CatalogKey: authPub, TicketKeys: []ed25519.PublicKey{ticketPub}, AssociationKey: pub,
@@ -169,7 +172,7 @@ func startInProc(t testing.TB, perNode int, onlyAssoc ...string) *inproc {
 		case err := <-done:
 			t.Fatalf("node %s: %v", assoc, err)
 		}
-		t.Cleanup(func() { cancel(); <-done })
+		t.Cleanup(stop)
 		clientTLS, err := mtls.ClientConfig(coordFiles, mtls.NodeIdentity(assoc))
 		if err != nil {
 			t.Fatal(err)
