@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/marcboeker/go-duckdb"
 
 	"github.com/samsyn/samsyn/queries/disclosure"
+	"github.com/samsyn/samsyn/queries/wire"
 	"github.com/samsyn/samsyn/schemas"
 )
 
@@ -224,3 +226,17 @@ func (e *Entry) Exclusive(association string, federation []string) func(cell map
 
 // Layout is the frame of the entry's pooled table.
 func (e *Entry) Layout() (*disclosure.Layout, error) { return disclosure.NewLayout(e.Spec("")) }
+
+// ReadRelease reads a released table of the entry (a node's own, merged or pooled) by its
+// dimension and measure names.
+func (e *Entry) ReadRelease(rec arrow.Record) (*wire.Table, error) {
+	dims := make([]string, len(e.Dimensions))
+	for i, d := range e.Dimensions {
+		dims[i] = d.Name
+	}
+	ms := make([]string, len(e.Measures))
+	for i, m := range e.Measures {
+		ms[i] = m.Name
+	}
+	return wire.ReadTable(rec, dims, ms)
+}

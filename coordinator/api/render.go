@@ -13,7 +13,6 @@ import (
 	"strings"
 
 	"github.com/apache/arrow/go/v17/arrow"
-	"github.com/samsyn/samsyn/queries/wire"
 	"github.com/xuri/excelize/v2"
 
 	"github.com/samsyn/samsyn/coordinator"
@@ -114,23 +113,15 @@ func (s *Server) tableOf(st *study.Study, res state.Result, rec arrow.Record) (T
 	for _, m := range e.Measures {
 		t.Measures = append(t.Measures, Column{Name: m.Name, Agg: m.Agg, Title: measureTitle(m)})
 	}
-	dims := make([]string, len(e.Dimensions))
-	for i, d := range e.Dimensions {
-		dims[i] = d.Name
-	}
-	ms := make([]string, len(e.Measures))
-	for i, m := range e.Measures {
-		ms[i] = m.Name
-	}
-	tbl, err := wire.ReadTable(rec, dims, ms)
+	tbl, err := e.ReadRelease(rec)
 	if err != nil {
 		return t, err
 	}
 	for i := 0; i < tbl.Len(); i++ {
 		c := tbl.Cell(i)
 		row := map[string]any{"suppressed": c.Suppressed, "missing": c.Missing}
-		for d, name := range dims {
-			row[name] = c.Dims[d]
+		for d, dim := range e.Dimensions {
+			row[dim.Name] = c.Dims[d]
 		}
 		row["n"] = nil
 		if c.N != nil {
@@ -139,10 +130,10 @@ func (s *Server) tableOf(st *study.Study, res state.Result, rec arrow.Record) (T
 		if c.Associations >= 0 {
 			row["associations"] = c.Associations
 		}
-		for j, name := range ms {
-			row[name] = nil
+		for j, m := range e.Measures {
+			row[m.Name] = nil
 			if c.Measures[j] != nil {
-				row[name] = *c.Measures[j]
+				row[m.Name] = *c.Measures[j]
 			}
 		}
 		t.Rows = append(t.Rows, row)

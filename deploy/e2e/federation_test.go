@@ -377,14 +377,7 @@ func TestInProcessFederationReleasesProtectedSumsOfTheNodesPerturbedCells(t *tes
 // readTable reads a released table of entry e through the contract's reader.
 func readTable(t testing.TB, e *queries.Entry, rec arrow.Record) *wire.Table {
 	t.Helper()
-	var dims, ms []string
-	for _, d := range e.Dimensions {
-		dims = append(dims, d.Name)
-	}
-	for _, m := range e.Measures {
-		ms = append(ms, m.Name)
-	}
-	tbl, err := wire.ReadTable(rec, dims, ms)
+	tbl, err := e.ReadRelease(rec)
 	if err != nil {
 		t.Fatal(err)
 	}

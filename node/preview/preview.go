@@ -11,7 +11,6 @@ import (
 
 	"github.com/samsyn/samsyn/queries"
 	"github.com/samsyn/samsyn/queries/disclosure"
-	"github.com/samsyn/samsyn/queries/wire"
 )
 
 // Row is one cell of a preview.
@@ -62,15 +61,7 @@ func Compare(e *queries.Entry, truth, protected arrow.Record, pol disclosure.Pol
 		}
 		return rows, nil
 	}
-	dims := make([]string, nd)
-	for i, d := range e.Dimensions {
-		dims[i] = d.Name
-	}
-	ms := make([]string, len(e.Measures))
-	for i, m := range e.Measures {
-		ms[i] = m.Name
-	}
-	tbl, err := wire.ReadTable(protected, dims, ms)
+	tbl, err := e.ReadRelease(protected)
 	if err != nil {
 		return nil, fmt.Errorf("preview: %w", err)
 	}
