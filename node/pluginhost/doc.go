@@ -1,9 +1,10 @@
 // Package pluginhost starts the node's analysis plugins: separate processes, spoken to over
 // gRPC through hashicorp/go-plugin, each pinned by the SHA-256 of its binary so that only the
-// exact build the association approved can run next to its data.
+// exact build the catalog authority signed can run next to the association's data.
 //
-// It must never start a plugin whose checksum does not match, never pass the node secret or
-// participant rows to a plugin on its own initiative, and never let a plugin's output leave
-// the node except through disclosure control. The plugin protocol itself is not built yet;
-// this package fixes the handshake and the pinning every plugin will go through.
+// A plugin is verified before it starts (and again by go-plugin right before exec), gets no
+// environment from the node (SkipHostEnv: only go-plugin's own handshake variables), an
+// address-space limit, and a deadline; it is killed when its call ends, whatever the outcome.
+// What it returns is checked against the shape the request declares before anything else
+// sees it, and leaves the node only through disclosure control.
 package pluginhost

@@ -1,0 +1,10 @@
+// Command samsyn-analysis-km is the km analysis plugin. A Samsyn node starts it; it is not
+// meant to be run by hand (go-plugin's handshake refuses that with a message).
+package main
+
+import (
+	"github.com/samsyn/samsyn/analysis"
+	"github.com/samsyn/samsyn/analysis/km"
+)
+
+func main() { analysis.Serve(km.Analysis{}) }
