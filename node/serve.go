@@ -90,6 +90,7 @@ func Serve(ctx context.Context, o Options) error {
 	x, err := executor.New(ctx, st, executor.Options{
 		Association: cfg.Association, Secret: o.Secret, Policy: cfg.EffectivePolicy(), Conns: cfg.Query.MaxConcurrent, CacheSize: cfg.Query.Cache,
 		Timeout: cfg.Query.Timeout, MemoryLimit: cfg.Query.MemoryLimit, Logger: logger, Registerer: o.Registerer, Allocator: o.Allocator,
+		Plugins: executor.Plugins{Dir: cfg.PluginDir(), Timeout: cfg.Plugins.Timeout, MemoryLimit: uint64(cfg.Plugins.MemoryLimitMB) << 20},
 	})
 	if err != nil {
 		return err

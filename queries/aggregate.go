@@ -58,9 +58,9 @@ func (d Dimension) dimExpr() string {
 	return "coalesce(CASE WHEN " + col + " IN (" + strings.Join(q, ", ") + ") THEN " + col + " END, " + quoteLit(disclosure.Other) + ")"
 }
 
-// groupingSets lists the sets of dimensions to aggregate: all of them, and with totals every
+// GroupingSets lists the sets of dimensions to aggregate: all of them, and with totals every
 // subset down to the grand total.
-func (e *Entry) groupingSets() [][]int {
+func (e *Entry) GroupingSets() [][]int {
 	n := len(e.Dimensions)
 	if !e.Totals {
 		all := make([]int, n)
@@ -98,7 +98,7 @@ func (e *Entry) AggregateSQL() (string, error) {
 		fmt.Fprintf(&b, ",\n    CAST(v.%s AS DOUBLE) AS m%d", quoteIdent(m.Name), i)
 	}
 	b.WriteString("\n  FROM v\n),\nk AS MATERIALIZED (\n  SELECT participant_key, " + RecordKeyFunc + "(participant_key) AS rk FROM (SELECT DISTINCT participant_key FROM c)\n)\n")
-	sets := e.groupingSets()
+	sets := e.GroupingSets()
 	for si, set := range sets {
 		if si > 0 {
 			b.WriteString("UNION ALL\n")

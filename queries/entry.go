@@ -28,6 +28,8 @@ type Entry struct {
 	Dimensions  []Dimension      `yaml:"dimensions"`
 	Measures    []Measure        `yaml:"measures"`
 	Totals      bool             `yaml:"totals"`
+	// Analysis makes the entry an analysis run by a pinned plugin (nil for a table query).
+	Analysis *Analysis `yaml:"analysis,omitempty"`
 
 	file  string
 	lines map[string]int
@@ -167,6 +169,7 @@ type canonical struct {
 	Dimensions  []Dimension    `json:"dimensions"`
 	Measures    []Measure      `json:"measures"`
 	Totals      bool           `json:"totals"`
+	Analysis    *Analysis      `json:"analysis,omitempty"`
 }
 
 type canonicalArg struct {
@@ -188,7 +191,7 @@ func NormalizeView(v string) string {
 // Canonical returns the canonical JSON of the entry: what the catalog authority signs.
 func (e *Entry) Canonical() []byte {
 	c := canonical{ID: e.ID, Version: e.Version, Title: e.Title, Description: e.Description,
-		View: NormalizeView(e.View), Dimensions: e.Dimensions, Measures: e.Measures, Totals: e.Totals}
+		View: NormalizeView(e.View), Dimensions: e.Dimensions, Measures: e.Measures, Totals: e.Totals, Analysis: e.Analysis}
 	if c.Dimensions == nil {
 		c.Dimensions = []Dimension{}
 	}

@@ -111,6 +111,11 @@ func (e *Entry) Validate() error {
 	if len(e.Dimensions) > 4 {
 		return e.fail("dimensions", "%d dimensions: expected at most 4", len(e.Dimensions))
 	}
+	if e.Analysis != nil {
+		if err := e.validateAnalysis(s); err != nil {
+			return err
+		}
+	}
 	return e.checkAgainstSchema()
 }
 
@@ -211,6 +216,19 @@ func (e *Entry) checkAgainstSchema() error {
 	}
 	if cols[schemas.KeyColumn] != "VARCHAR" {
 		return e.fail("view", "must yield participant_key (one row per participant and fact)")
+	}
+	if e.Analysis != nil {
+		if err := e.checkAnalysisColumns(cols); err != nil {
+			return err
+		}
+		q, err := e.AnalysisSQL()
+		if err != nil {
+			return e.fail("view", "%v", err)
+		}
+		if _, err := db.ExecContext(ctx, q, bound.Args()...); err != nil {
+			return e.fail("view", "the node's analysis statement does not run: %s", firstLine(err))
+		}
+		return nil
 	}
 	for i, d := range e.Dimensions {
 		field := fmt.Sprintf("dimensions[%d]", i)

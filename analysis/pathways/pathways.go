@@ -10,6 +10,7 @@ package pathways
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/apache/arrow/go/v17/arrow/array"
@@ -63,7 +64,7 @@ func (Analysis) Run(ctx context.Context, req *analysis.Request, rows array.Recor
 		if err != nil {
 			return err
 		}
-		if !ok {
+		if !ok || !slices.Contains(req.Dimensions[0].Domain, m) {
 			m = analysis.Other
 		}
 		p := byID[id]

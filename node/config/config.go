@@ -59,6 +59,9 @@ type Config struct {
 	// Aggregation pins the federation's aggregation keys and bounds the cohorts this node
 	// contributes to. Without it the node answers only for itself (cohorts of one).
 	Aggregation Aggregation `yaml:"aggregation"`
+	// Plugins runs the catalog's analyses: each binary must match the hash the catalog
+	// authority signed.
+	Plugins Plugins `yaml:"plugins"`
 
 	dir   string
 	path  string
@@ -181,6 +184,28 @@ type Query struct {
 	// Cache keeps this many recent protected tables: a repeated query on unchanged data is
 	// answered without running it (the release is identical by construction). 0 disables it.
 	Cache int `yaml:"cache"`
+}
+
+// Plugins configures the analysis plugins.
+type Plugins struct {
+	// Dir holds the plugin binaries (samsyn-analysis-*); the folder of the samsyn binary
+	// when empty.
+	Dir     string        `yaml:"dir"`
+	Timeout time.Duration `yaml:"timeout"` // per call; 60 s when zero
+	// MemoryLimitMB bounds each plugin process's address space; 2048 when zero.
+	MemoryLimitMB int `yaml:"memory_limit_mb"`
+}
+
+// PluginDir is the resolved plugin folder.
+func (c *Config) PluginDir() string {
+	if c.Plugins.Dir != "" {
+		return c.abs(c.Plugins.Dir)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	return filepath.Dir(exe)
 }
 
 // Allows reports whether the node answers query id.

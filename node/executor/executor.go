@@ -30,6 +30,7 @@ type Options struct {
 	Conns       int           // connections in the pool; 2 when zero
 	MemoryLimit string        // DuckDB memory_limit, e.g. "256MB"; DuckDB's default when empty
 	CacheSize   int           // protected tables kept for repeated queries; 0 disables the cache
+	Plugins     Plugins       // analysis plugins
 	Allocator   memory.Allocator
 	Logger      *slog.Logger
 	Registerer  prometheus.Registerer
@@ -162,13 +163,19 @@ func (x *Executor) Run(ctx context.Context, e *queries.Entry, b queries.Bound) (
 			return &Result{Table: tbl, Report: rep, Snapshot: snap, Elapsed: time.Since(start), Cached: true}, nil
 		}
 	}
-	agg, snap, err := x.aggregate(ctx, e, b)
+	agg, snap, err := x.anyAggregate(ctx, e, b)
 	if err != nil {
 		x.seconds.WithLabelValues("error").Observe(time.Since(start).Seconds())
 		return nil, err
 	}
 	defer agg.Release()
-	out, rep, err := disclosure.Protect(x.opts.Allocator, agg, e.Spec(x.opts.Association), x.opts.Policy)
+	var out arrow.Record
+	var rep disclosure.Report
+	if e.IsAnalysis() && e.Analysis.Kind == queries.AnalysisSurvival {
+		out, rep, err = x.ownSurvival(e, agg)
+	} else {
+		out, rep, err = disclosure.Protect(x.opts.Allocator, agg, e.Spec(x.opts.Association), x.opts.Policy)
+	}
 	if err != nil {
 		x.seconds.WithLabelValues("refused").Observe(time.Since(start).Seconds())
 		return nil, err
@@ -336,7 +343,7 @@ func (x *Executor) Contribute(ctx context.Context, e *queries.Entry, b queries.B
 			return c, nil
 		}
 	}
-	agg, snap, err := x.aggregate(ctx, e, b)
+	agg, snap, err := x.anyAggregate(ctx, e, b)
 	if err != nil {
 		x.seconds.WithLabelValues("error").Observe(time.Since(start).Seconds())
 		return nil, err
@@ -355,4 +362,18 @@ func (x *Executor) Contribute(ctx context.Context, e *queries.Entry, b queries.B
 		x.contrib.put(cacheKey(e.Hash(), b.Text, snap)+"\x00"+strings.Join(fed, ","), out)
 	}
 	return out, nil
+}
+
+// ownSurvival is a node's own survival table: its counts perturbed as in a contribution,
+// then released under the survival threshold as the coordinator would release a pool.
+func (x *Executor) ownSurvival(e *queries.Entry, agg arrow.Record) (arrow.Record, disclosure.Report, error) {
+	layout, err := e.Layout()
+	if err != nil {
+		return nil, disclosure.Report{}, err
+	}
+	vec, _, err := disclosure.Contribute(agg, layout, x.opts.Policy, nil)
+	if err != nil {
+		return nil, disclosure.Report{}, err
+	}
+	return disclosure.ProtectSurvival(x.opts.Allocator, layout, vec, disclosure.SurvivalThreshold)
 }

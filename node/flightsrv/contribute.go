@@ -18,9 +18,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/samsyn/samsyn/analysis"
 	"github.com/samsyn/samsyn/node/executor"
 	"github.com/samsyn/samsyn/queries"
 	"github.com/samsyn/samsyn/queries/audit"
+	"github.com/samsyn/samsyn/queries/disclosure"
 	"github.com/samsyn/samsyn/queries/secagg"
 	"github.com/samsyn/samsyn/queries/wire"
 	"github.com/samsyn/samsyn/schemas"
@@ -29,6 +31,7 @@ import (
 // Contributor computes the node's unmasked contribution to a pooled release.
 type Contributor interface {
 	Contribute(ctx context.Context, e *queries.Entry, b queries.Bound, federation []string) (*executor.Contribution, error)
+	ModelStep(ctx context.Context, e *queries.Entry, b queries.Bound, coefficients []float64) (*executor.Contribution, error)
 }
 
 var _ Contributor = (*executor.Executor)(nil)
@@ -87,7 +90,7 @@ func answerKey(study, queryHash, params, cohort, round string) string {
 func ticketAnswerKey(t *wire.Ticket) string {
 	round := ""
 	if t.Pooled() {
-		round = strconv.Itoa(t.Round)
+		round = strconv.Itoa(t.Round) + stepSuffix(t.StepKey())
 	}
 	return answerKey(t.StudyID, t.QueryHash, paramsText(t.Params), strings.Join(t.Cohort, ","), round)
 }
@@ -110,9 +113,48 @@ func (a *answeredSet) remember(e audit.Entry) {
 	case "release":
 		a.seen[answerKey(f["study"], f["query_hash"], f["params"], "", "")] = true
 	case ActionContribute:
-		a.seen[answerKey(f["study"], f["query_hash"], f["params"], f["cohort"], f["round"])] = true
+		a.seen[answerKey(f["study"], f["query_hash"], f["params"], f["cohort"], f["round"]+stepSuffix(f["step"]))] = true
 	}
 }
+
+func stepSuffix(stepKey string) string {
+	if stepKey == "" {
+		return ""
+	}
+	return "/" + stepKey
+}
+
+// modelSteps remembers, per model run (study, query, parameters, cohort, round), the
+// coefficients each step was answered at: a step is answered at one set of coefficients
+// only, and no run gets more steps than its entry allows. The audit log is its durable form.
+type modelSteps struct {
+	mu   sync.Mutex
+	seen map[string]map[int]string // run → step → step key
+}
+
+func runKey(study, queryHash, params, cohort, round string) string {
+	return strings.Join([]string{study, queryHash, params, cohort, round}, "\x00")
+}
+
+func (m *modelSteps) remember(e audit.Entry) {
+	f := e.Fields
+	if e.Action != ActionContribute || f["step"] == "" {
+		return
+	}
+	var step int
+	fmt.Sscanf(f["step"], "step=%d/", &step)
+	m.put(runKey(f["study"], f["query_hash"], f["params"], f["cohort"], f["round"]), step, f["step"])
+}
+
+func (m *modelSteps) put(run string, step int, key string) {
+	if m.seen[run] == nil {
+		m.seen[run] = map[int]string{}
+	}
+	m.seen[run][step] = key
+}
+
+// errStep refuses a model step outside its bounds or at other coefficients than before.
+var errStep = errors.New("model step refused")
 
 // errCohortLimit refuses one cohort too many for the same query and parameters.
 var errCohortLimit = errors.New("this node has contributed to its limit of distinct cohorts for this query and parameters")
@@ -140,8 +182,35 @@ func (s *Server) contribute(ctx context.Context, actor string, t *wire.Ticket, e
 	for a := range ag.Peers {
 		federation = append(federation, a)
 	}
-	res, err := ag.Contributor.Contribute(ctx, e, bound, federation)
+	model := e.IsAnalysis() && e.Analysis.Kind == queries.AnalysisLogit
+	stepKey := t.StepKey()
+	var res *executor.Contribution
+	var err error
+	if model {
+		run := runKey(t.StudyID, t.QueryHash, params, cohort, strconv.Itoa(t.Round))
+		s.steps.mu.Lock()
+		prev, known := s.steps.seen[run][t.Step]
+		s.steps.mu.Unlock()
+		switch {
+		case t.Step < 1 || t.Step > e.Analysis.Iterations():
+			return s.refuse(ctx, actor, t, codes.PermissionDenied, "step_limit", fmt.Errorf("%w: step %d of at most %d", errStep, t.Step, e.Analysis.Iterations()))
+		case known && prev != stepKey:
+			return s.refuse(ctx, actor, t, codes.PermissionDenied, "step_replayed", fmt.Errorf("%w: step %d was answered at other coefficients", errStep, t.Step))
+		}
+		res, err = ag.Contributor.ModelStep(ctx, e, bound, t.State)
+	} else {
+		if stepKey != "" {
+			return s.refuse(ctx, actor, t, codes.InvalidArgument, "malformed", errors.New("a model step for a query that is not a model"))
+		}
+		res, err = ag.Contributor.Contribute(ctx, e, bound, federation)
+	}
 	switch {
+	case errors.Is(err, analysis.ErrModelCheck):
+		return s.refuse(ctx, actor, t, codes.FailedPrecondition, "model_check", quiet{err})
+	case errors.Is(err, executor.ErrNoPlugin):
+		return s.refuse(ctx, actor, t, codes.FailedPrecondition, "no_plugin", err)
+	case errors.Is(err, disclosure.ErrTooSparse):
+		return s.refuse(ctx, actor, t, codes.FailedPrecondition, "too_sparse", quiet{err})
 	case errors.Is(err, executor.ErrTimeout):
 		return s.refuse(ctx, actor, t, codes.DeadlineExceeded, "timeout", nil)
 	case err != nil:
@@ -149,7 +218,7 @@ func (s *Server) contribute(ctx context.Context, actor string, t *wire.Ticket, e
 		s.logger.Error("contribution failed", "query", t.QueryID, "err", redact(err))
 		return s.refuse(ctx, actor, t, codes.Internal, "error", nil)
 	}
-	r := secagg.Round{Study: t.StudyID, QueryID: t.QueryID, QueryHash: t.QueryHash, Params: params,
+	r := secagg.Round{Study: t.StudyID, QueryID: t.QueryID, QueryHash: t.QueryHash, Params: params + stepSuffix(stepKey),
 		Cohort: t.Cohort, Round: t.Round, Length: len(res.Vector)}
 	masked, err := secagg.Mask(s.opts.Association, ag.Key, ag.Peers, r, res.Vector)
 	clear(res.Vector)
@@ -165,7 +234,7 @@ func (s *Server) contribute(ctx context.Context, actor string, t *wire.Ticket, e
 	entry, err := s.opts.Audit.Append(ctx, audit.Entry{Actor: actor, Action: action, Fields: map[string]string{
 		"study": t.StudyID, "query": t.QueryID, "query_hash": t.QueryHash, "params": params,
 		"nonce": hex.EncodeToString(t.Nonce), "snapshot": res.Snapshot, "cohort": cohort, "round": strconv.Itoa(t.Round),
-		"layout": res.Layout, "report": string(rep),
+		"layout": res.Layout, "report": string(rep), "step": stepKey,
 	}})
 	if err != nil {
 		s.logger.Error("audit append failed", "err", err)
@@ -174,6 +243,11 @@ func (s *Server) contribute(ctx context.Context, actor string, t *wire.Ticket, e
 	}
 	s.ledger.add(t.QueryHash, params, cohort)
 	s.answered.add(t)
+	if model {
+		s.steps.mu.Lock()
+		s.steps.put(runKey(t.StudyID, t.QueryHash, params, cohort, strconv.Itoa(t.Round)), t.Step, stepKey)
+		s.steps.mu.Unlock()
+	}
 
 	md := arrow.NewMetadata(
 		[]string{wire.MetaNode, wire.MetaAssociation, wire.MetaStudy, wire.MetaQueryID, wire.MetaQueryHash, wire.MetaSnapshot,

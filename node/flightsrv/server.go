@@ -86,6 +86,7 @@ type Server struct {
 	catalogSum    string
 	ledger        cohortLedger
 	answered      answeredSet
+	steps         modelSteps
 }
 
 // New returns the service.
@@ -119,7 +120,7 @@ func New(opts Options) (*Server, error) {
 		return allowed(id)
 	}
 	s := &Server{opts: opts, logger: opts.Logger.With("component", "flight"), ledger: cohortLedger{seen: map[string]map[string]bool{}},
-		answered: answeredSet{seen: map[string]bool{}}}
+		answered: answeredSet{seen: map[string]bool{}}, steps: modelSteps{seen: map[string]map[int]string{}}}
 	if ag := opts.Aggregation; ag != nil {
 		if ag.Contributor == nil || ag.Key == nil || ag.Allowed == nil || ag.MaxCohorts < 1 {
 			return nil, errors.New("flight service: aggregation needs a contributor, a key, a cohort policy and max cohorts")
@@ -134,6 +135,7 @@ func New(opts Options) (*Server, error) {
 		err := opts.History(func(e audit.Entry) {
 			s.ledger.remember(e)
 			s.answered.remember(e)
+			s.steps.remember(e)
 			if n, err := hex.DecodeString(e.Fields["nonce"]); err == nil && len(n) == wire.NonceSize && v.Nonces != nil && e.Time.Add(horizon).After(now) {
 				_, _ = v.Nonces.Remember(context.Background(), n, e.Time.Add(horizon))
 			}
@@ -233,8 +235,14 @@ func (s *Server) DoGet(tkt *flight.Ticket, stream flight.FlightService_DoGetServ
 	if t.Pooled() {
 		return s.contribute(ctx, actor, t, e, bound, stream)
 	}
+	if e.IsAnalysis() && e.Analysis.Kind == queries.AnalysisLogit {
+		// A node's own model statistics would show the coordinator this node's cross-products.
+		return s.refuse(ctx, actor, t, codes.FailedPrecondition, "pooled_only", errors.New("a model is answered only as part of a pooled cohort"))
+	}
 	res, err := s.opts.Runner.Run(ctx, e, bound)
 	switch {
+	case errors.Is(err, executor.ErrNoPlugin):
+		return s.refuse(ctx, actor, t, codes.FailedPrecondition, "no_plugin", err)
 	case errors.Is(err, disclosure.ErrTooSparse):
 		// The counts behind the refusal say how many cells are empty: keep them in the
 		// node's own audit log, not in the answer.

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sort"
 	"strconv"
 	"time"
@@ -154,6 +155,10 @@ type Ticket struct {
 	// protected table.
 	Cohort    []string  `json:"cohort,omitempty"`
 	Round     int       `json:"round,omitempty"`
+	// Step and State drive a pooled model: step Step (from 1) of its iteration, at the
+	// coefficients State. Both are empty for a table.
+	Step  int       `json:"step,omitempty"`
+	State []float64 `json:"state,omitempty"`
 	Nonce     []byte    `json:"nonce"` // NonceSize random bytes
 	NotBefore time.Time `json:"nbf"`
 	Expires   time.Time `json:"exp"` // at most MaxLifetime after NotBefore
@@ -249,6 +254,14 @@ func (t *Ticket) validate() error {
 			return fmt.Errorf("%w: empty parameter name", ErrMalformed)
 		}
 	}
+	switch {
+	case t.Step < 0 || len(t.State) > MaxState:
+		return fmt.Errorf("%w: step %d with %d coefficients", ErrMalformed, t.Step, len(t.State))
+	case (t.Step > 0) != (len(t.State) > 0):
+		return fmt.Errorf("%w: a model step needs both step and state", ErrMalformed)
+	case t.Step > 0 && len(t.Cohort) < 2:
+		return fmt.Errorf("%w: a model step is pooled only", ErrMalformed)
+	}
 	if len(t.Cohort) > 0 || t.Round != 0 {
 		mine := false
 		for i, a := range t.Cohort {
@@ -272,6 +285,22 @@ func (t *Ticket) validate() error {
 // Pooled reports whether the ticket asks for a contribution to a pooled release rather
 // than the node's own protected table.
 func (t *Ticket) Pooled() bool { return len(t.Cohort) > 1 }
+
+// MaxState bounds the coefficients a ticket may carry.
+const MaxState = 64
+
+// StepKey names a model step and its coefficients ("" for a table): it binds the step's
+// masks and tells a repeated step from a new one.
+func (t *Ticket) StepKey() string {
+	if t.Step == 0 && len(t.State) == 0 {
+		return ""
+	}
+	h := sha256.New()
+	for _, v := range t.State {
+		fmt.Fprintf(h, "%x\n", math.Float64bits(v))
+	}
+	return fmt.Sprintf("step=%d/state=%s", t.Step, hex.EncodeToString(h.Sum(nil))[:16])
+}
 
 func (t *Ticket) checkLifetime() error {
 	life := t.Expires.Sub(t.NotBefore)
