@@ -126,3 +126,18 @@ const (
 	ModelThreshold      = 10
 	ModelParameterShare = 0.33
 )
+
+// Columns of a released model, one row per term (beside n and suppressed).
+const (
+	ColTerm        = "term"
+	ColCoefficient = "coefficient"
+	ColStdError    = "std_error"
+	ColZ           = "z"
+	ColPValue      = "p_value"
+	ColOddsRatio   = "odds_ratio"
+	ColORLower     = "or_lower"
+	ColORUpper     = "or_upper"
+)
+
+// ModelMeasures are the measure columns of a released model, in order.
+var ModelMeasures = []string{ColCoefficient, ColStdError, ColZ, ColPValue, ColOddsRatio, ColORLower, ColORUpper}

@@ -13,6 +13,7 @@ import (
 	"github.com/samsyn/samsyn/coordinator/merge"
 	"github.com/samsyn/samsyn/coordinator/state"
 	"github.com/samsyn/samsyn/coordinator/study"
+	"github.com/samsyn/samsyn/queries"
 	"github.com/samsyn/samsyn/queries/disclosure"
 	"github.com/samsyn/samsyn/queries/wire"
 )
@@ -37,6 +38,8 @@ type Checks struct {
 	// Pooled is true when the table was protected once, after a secure sum of the cohort's
 	// perturbed cells; false for a cohort of one (the node's own protected table).
 	Pooled bool `json:"pooled"`
+	// Model summarises a released model (nil for a table).
+	Model *Model `json:"model,omitempty"`
 }
 
 // check merges every query's node tables, runs the output checks and stores the results.
@@ -54,6 +57,7 @@ func (c *Coordinator) check(ctx context.Context, s *study.Study, order []string)
 			return nil, fmt.Errorf("%w: query %s left the catalog", errCheck, q.ID)
 		}
 		var (
+			model   *Model
 			table   arrow.Record
 			cells   int
 			supp    int
@@ -62,7 +66,21 @@ func (c *Coordinator) check(ctx context.Context, s *study.Study, order []string)
 			snaps   map[string]string
 			pooled  = len(order) >= 2
 		)
-		if pooled {
+		if e.IsAnalysis() && e.Analysis.Kind == queries.AnalysisLogit {
+			out, m, cohort, sn, err := c.modelResult(e, q, dispatches, qi)
+			switch {
+			case errors.Is(err, errModelWithheld):
+				c.logger.Info("model withheld", "study", s.ID, "query", q.ID, "reason", err)
+				withheld = append(withheld, q.ID)
+				continue
+			case err != nil:
+				return nil, err
+			case out == nil:
+				withheld = append(withheld, q.ID)
+				continue
+			}
+			table, cells, present, snaps, model, pooled = out, int(out.NumRows()), cohort, sn, m, true
+		} else if pooled {
 			out, rep, cohort, sn, err := c.pooledResult(e, dispatches, qi)
 			switch {
 			case errors.Is(err, disclosure.ErrTooSparse):
@@ -97,11 +115,22 @@ func (c *Coordinator) check(ctx context.Context, s *study.Study, order []string)
 				withheld = append(withheld, q.ID)
 				continue
 			}
-			merged, rep, err := merge.Merge(c.o.Allocator, e.Spec(""), inputs, c.o.Policy, e.Coverage(c.Federation(), present))
-			if err != nil {
-				return nil, fmt.Errorf("%w: %v", errCheck, err)
+			if e.IsAnalysis() && e.Analysis.Kind == queries.AnalysisSurvival {
+				// A node's own survival table is released as the node protected it; curves of
+				// several nodes are not merged here (they are pooled before protection).
+				if len(inputs) != 1 {
+					withheld = append(withheld, q.ID)
+					continue
+				}
+				inputs[0].Table.Retain()
+				table, cells = inputs[0].Table, int(inputs[0].Table.NumRows())
+			} else {
+				merged, rep, err := merge.Merge(c.o.Allocator, e.Spec(""), inputs, c.o.Policy, e.Coverage(c.Federation(), present))
+				if err != nil {
+					return nil, fmt.Errorf("%w: %v", errCheck, err)
+				}
+				table, cells, supp, structZ = merged, rep.Cells, rep.Suppressed, rep.StructuralZeros
 			}
-			table, cells, supp, structZ = merged, rep.Cells, rep.Suppressed, rep.StructuralZeros
 		}
 		var missing []string
 		for _, a := range order {
@@ -122,7 +151,7 @@ func (c *Coordinator) check(ctx context.Context, s *study.Study, order []string)
 		ch := Checks{Rows: cells, Bytes: len(raw), Cells: cells, Suppressed: supp, StructuralZeros: structZ,
 			Associations: present, Missing: missing, Partial: len(missing) > 0, Disclosure: json.RawMessage(disc),
 			NodeSnapshots: snaps, Limits: map[string]int{"max_rows": c.o.MaxRows, "max_bytes": c.o.MaxBytes},
-			DerivedRatesBasis: "released counts only", Pooled: pooled}
+			DerivedRatesBasis: "released counts only", Pooled: pooled, Model: model}
 		if nonStructural := cells - structZ; nonStructural > 0 {
 			ch.SuppressedShare = float64(supp) / float64(nonStructural)
 		}

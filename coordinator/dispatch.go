@@ -16,6 +16,7 @@ import (
 	"github.com/samsyn/samsyn/coordinator/fanout"
 	"github.com/samsyn/samsyn/coordinator/state"
 	"github.com/samsyn/samsyn/coordinator/study"
+	"github.com/samsyn/samsyn/queries"
 )
 
 // availability remembers, for one run of a study, the nodes that stopped answering: a node
@@ -187,7 +188,13 @@ func (c *Coordinator) dispatch(ctx context.Context, s *study.Study, approved map
 			return nil, ctx.Err()
 		}
 		if len(order) >= 2 {
-			missing, err := c.dispatchPooled(ctx, s, qi, approved, order, done, avail)
+			run := c.dispatchPooled
+			if e, ok := c.o.Catalog.Get(q.ID); ok && e.IsAnalysis() && e.Analysis.Kind == queries.AnalysisLogit {
+				run = func(ctx context.Context, s *study.Study, qi int, approved map[string]study.Approval, approving []string, _ []state.Dispatch, avail *availability) ([]string, error) {
+					return c.dispatchModel(ctx, s, qi, approved, approving, avail)
+				}
+			}
+			missing, err := run(ctx, s, qi, approved, order, done, avail)
 			if err != nil {
 				return nil, err
 			}

@@ -256,7 +256,12 @@ func (c *Coordinator) pooledResult(e *queries.Entry, dispatches []state.Dispatch
 	if err != nil {
 		return nil, rep, nil, nil, err
 	}
-	out, rep, err := disclosure.ProtectPooled(c.o.Allocator, layout, pooled, c.o.Policy, e.Coverage(c.Federation(), g.cohort))
+	var out arrow.Record
+	if e.IsAnalysis() && e.Analysis.Kind == queries.AnalysisSurvival {
+		out, rep, err = disclosure.ProtectSurvival(c.o.Allocator, layout, pooled, disclosure.SurvivalThreshold)
+	} else {
+		out, rep, err = disclosure.ProtectPooled(c.o.Allocator, layout, pooled, c.o.Policy, e.Coverage(c.Federation(), g.cohort))
+	}
 	clear(pooled)
 	if errors.Is(err, disclosure.ErrNoise) {
 		return nil, rep, nil, nil, fmt.Errorf("%w: %v", errCheck, err)

@@ -230,12 +230,13 @@ func (e *Entry) Layout() (*disclosure.Layout, error) { return disclosure.NewLayo
 // ReadRelease reads a released table of the entry (a node's own, merged or pooled) by its
 // dimension and measure names.
 func (e *Entry) ReadRelease(rec arrow.Record) (*wire.Table, error) {
-	dims := make([]string, len(e.Dimensions))
-	for i, d := range e.Dimensions {
+	rd, rm := e.Released()
+	dims := make([]string, len(rd))
+	for i, d := range rd {
 		dims[i] = d.Name
 	}
-	ms := make([]string, len(e.Measures))
-	for i, m := range e.Measures {
+	ms := make([]string, len(rm))
+	for i, m := range rm {
 		ms[i] = m.Name
 	}
 	return wire.ReadTable(rec, dims, ms)

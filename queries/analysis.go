@@ -289,3 +289,28 @@ func (e *Entry) Request(b Bound) *analysis.Request {
 	}
 	return req
 }
+
+// Released is the shape of the entry's released table: its dimensions and its measures. A
+// table releases its own; a survival analysis its strata, the month and the curve; a model
+// one row per term.
+func (e *Entry) Released() ([]Dimension, []Measure) {
+	if e.Analysis == nil {
+		return e.Dimensions, e.Measures
+	}
+	var ms []Measure
+	switch e.Analysis.Kind {
+	case AnalysisSurvival:
+		n := len(e.Dimensions)
+		dims := append(append([]Dimension{}, e.Dimensions[:n-2]...), Dimension{Name: disclosure.ColMonth, CodeList: SurvivalMonthList})
+		for _, m := range disclosure.SurvivalMeasures {
+			ms = append(ms, Measure{Name: m, Agg: "value"})
+		}
+		return dims, ms
+	case AnalysisLogit:
+		for _, m := range analysis.ModelMeasures {
+			ms = append(ms, Measure{Name: m, Agg: "value"})
+		}
+		return []Dimension{{Name: analysis.ColTerm}}, ms
+	}
+	return e.Dimensions, e.Measures
+}

@@ -193,3 +193,23 @@ func OnGrid(from, to time.Time) bool {
 	qEnd := time.Date(from.Year(), from.Month()+3, 1, 0, 0, 0, 0, time.UTC).AddDate(0, 0, -1)
 	return t == qEnd.Format("2006-01-02") && (from.Month()-1)%3 == 0 && from.Day() == 1
 }
+
+// Positional rewrites q's named parameters ($from) to positional ones ($1) and returns the
+// values in that order, for drivers that bind by position only (DuckDB's Arrow interface).
+func (b Bound) Positional(q string) (string, []any) {
+	pos := map[string]int{}
+	var vals []any
+	for _, a := range b.args {
+		if n, ok := a.(sql.NamedArg); ok {
+			pos[n.Name] = len(vals) + 1
+			vals = append(vals, n.Value)
+		}
+	}
+	out := paramRef.ReplaceAllStringFunc(q, func(m string) string {
+		if i, ok := pos[m[1:]]; ok {
+			return "$" + strconv.Itoa(i)
+		}
+		return m
+	})
+	return out, vals
+}

@@ -70,6 +70,9 @@ func newCatalogCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if un := c.Unpinned(); len(un) > 0 {
+				return fmt.Errorf("analyses not pinned to a plugin build: %v (run `samsyn catalog pin --plugins DIR %s` first)", un, c.Dir)
+			}
 			if err := queries.WriteSignatures(c.Dir, queries.Sign(c, key, time.Now())); err != nil {
 				return err
 			}
@@ -78,6 +81,32 @@ func newCatalogCmd(g *globals) *cobra.Command {
 		},
 	}
 	sign.Flags().StringVar(&keyPath, "key", "", "the catalog authority's private key (PEM, mode 0600)")
+	var pluginDir string
+	pin := &cobra.Command{
+		Use:   "pin --plugins DIR [CATALOG]",
+		Short: "Pin every analysis entry to the SHA-256 of its plugin binary in DIR (before signing)",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if pluginDir == "" {
+				return errors.New("--plugins is required: the folder with the samsyn-analysis-* binaries (bin/ after make build)")
+			}
+			c, err := queries.LoadDir(catalogDir(args))
+			if err != nil {
+				return err
+			}
+			ids, err := c.Pin(pluginDir, true)
+			if err != nil {
+				return err
+			}
+			for _, id := range ids {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s  %s -> %s\n", c.Entries[id].Analysis.SHA256, id, c.Entries[id].Analysis.Plugin)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "pinned %d analyses in %s; sign the catalog again\n", len(ids), c.Dir)
+			return nil
+		},
+	}
+	pin.Flags().StringVar(&pluginDir, "plugins", "", "folder of the plugin binaries")
+	cmd.AddCommand(pin)
 	var pubPath string
 	verify := &cobra.Command{
 		Use:   "verify --pub AUTHORITY.pub [DIR]",

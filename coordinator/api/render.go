@@ -101,16 +101,24 @@ func (s *Server) tableOf(st *study.Study, res state.Result, rec arrow.Record) (T
 	t := Table{Study: st.ID, Query: res.QueryID, Title: e.Title, Checks: res.Checks, Params: st.Queries[res.QueryIndex].Params,
 		Labels: map[string]map[string]schemas.Text{}, Notes: Notes, Rows: []map[string]any{}}
 	sch := schemas.V1()
-	for _, d := range e.Dimensions {
-		cl, _ := sch.CodeList(d.CodeList)
-		t.Dimensions = append(t.Dimensions, Column{Name: d.Name, CodeList: d.CodeList, Title: cl.Title})
-		labels := map[string]schemas.Text{disclosure.Total: Notes["total"], disclosure.Other: Notes["other"]}
-		for _, c := range cl.Codes {
-			labels[c.Code] = c.Label()
+	rdims, rmeasures := e.Released()
+	for _, d := range rdims {
+		cl, ok := sch.CodeList(d.CodeList)
+		title := schemas.Text{SV: d.Name, EN: d.Name}
+		if t, known := columnTitles[d.Name]; known {
+			title = t
 		}
+		labels := map[string]schemas.Text{disclosure.Total: Notes["total"], disclosure.Other: Notes["other"]}
+		if ok {
+			title = cl.Title
+			for _, c := range cl.Codes {
+				labels[c.Code] = c.Label()
+			}
+		}
+		t.Dimensions = append(t.Dimensions, Column{Name: d.Name, CodeList: d.CodeList, Title: title})
 		t.Labels[d.Name] = labels
 	}
-	for _, m := range e.Measures {
+	for _, m := range rmeasures {
 		t.Measures = append(t.Measures, Column{Name: m.Name, Agg: m.Agg, Title: measureTitle(m)})
 	}
 	tbl, err := e.ReadRelease(rec)
@@ -120,7 +128,7 @@ func (s *Server) tableOf(st *study.Study, res state.Result, rec arrow.Record) (T
 	for i := 0; i < tbl.Len(); i++ {
 		c := tbl.Cell(i)
 		row := map[string]any{"suppressed": c.Suppressed, "missing": c.Missing}
-		for d, dim := range e.Dimensions {
+		for d, dim := range rdims {
 			row[dim.Name] = c.Dims[d]
 		}
 		row["n"] = nil
@@ -130,7 +138,7 @@ func (s *Server) tableOf(st *study.Study, res state.Result, rec arrow.Record) (T
 		if c.Associations >= 0 {
 			row["associations"] = c.Associations
 		}
-		for j, m := range e.Measures {
+		for j, m := range rmeasures {
 			row[m.Name] = nil
 			if c.Measures[j] != nil {
 				row[m.Name] = *c.Measures[j]
@@ -141,7 +149,28 @@ func (s *Server) tableOf(st *study.Study, res state.Result, rec arrow.Record) (T
 	return t, nil
 }
 
+// columnTitles name the columns of released analyses.
+var columnTitles = map[string]schemas.Text{
+	"term":        {SV: "Term", EN: "Term"},
+	"coefficient": {SV: "Koefficient (log-odds)", EN: "Coefficient (log odds)"},
+	"std_error":   {SV: "Standardfel", EN: "Standard error"},
+	"z":           {SV: "z", EN: "z"},
+	"p_value":     {SV: "p-värde", EN: "p value"},
+	"odds_ratio":  {SV: "Oddskvot", EN: "Odds ratio"},
+	"or_lower":    {SV: "Oddskvot, nedre 95 %-gräns", EN: "Odds ratio, lower 95 % limit"},
+	"or_upper":    {SV: "Oddskvot, övre 95 %-gräns", EN: "Odds ratio, upper 95 % limit"},
+	"month_to":    {SV: "Till och med månad", EN: "Through month"},
+	"events":      {SV: "Till arbete eller studier", EN: "To work or studies"},
+	"censored":    {SV: "Censurerade", EN: "Censored"},
+	"survival":    {SV: "Andel ännu inte i arbete eller studier", EN: "Share not yet in work or studies"},
+	"lower":       {SV: "Nedre 95 %-gräns", EN: "Lower 95 % limit"},
+	"upper":       {SV: "Övre 95 %-gräns", EN: "Upper 95 % limit"},
+}
+
 func measureTitle(m queries.Measure) schemas.Text {
+	if t, ok := columnTitles[m.Name]; ok {
+		return t
+	}
 	name := strings.ReplaceAll(m.Name, "_", " ")
 	if m.Agg == "mean" {
 		return schemas.Text{SV: "Medelvärde " + name, EN: "Mean " + name}

@@ -79,7 +79,8 @@ func (x *Executor) runPlugin(ctx context.Context, e *queries.Entry, req *analysi
 		if err != nil {
 			return err
 		}
-		rd, err = ar.QueryContext(ctx, q, b.Args()...)
+		pq, args := b.Positional(q)
+		rd, err = ar.QueryContext(ctx, pq, args...)
 		return err
 	})
 	if err != nil {

@@ -251,9 +251,11 @@ func (s *Server) contribute(ctx context.Context, actor string, t *wire.Ticket, e
 
 	md := arrow.NewMetadata(
 		[]string{wire.MetaNode, wire.MetaAssociation, wire.MetaStudy, wire.MetaQueryID, wire.MetaQueryHash, wire.MetaSnapshot,
-			wire.MetaSchemaVersion, wire.MetaAuditSeq, wire.MetaAuditHead, wire.MetaKind, wire.MetaCohort, wire.MetaRound, wire.MetaLayout},
+			wire.MetaSchemaVersion, wire.MetaAuditSeq, wire.MetaAuditHead, wire.MetaKind, wire.MetaCohort, wire.MetaRound, wire.MetaLayout,
+			wire.MetaStep, wire.MetaState},
 		[]string{s.opts.NodeID, s.opts.Association, t.StudyID, t.QueryID, t.QueryHash, res.Snapshot,
-			strconv.Itoa(schemas.Version), strconv.FormatInt(entry.Seq, 10), entry.Hash, wire.KindContribution, cohort, strconv.Itoa(t.Round), res.Layout})
+			strconv.Itoa(schemas.Version), strconv.FormatInt(entry.Seq, 10), entry.Hash, wire.KindContribution, cohort, strconv.Itoa(t.Round), res.Layout,
+			stepKey, stateJSON(t.State)})
 	sc := arrow.NewSchema([]arrow.Field{{Name: wire.ColMasked, Type: arrow.PrimitiveTypes.Uint64}}, &md)
 	b := array.NewUint64Builder(s.opts.Allocator)
 	defer b.Release()
@@ -273,4 +275,12 @@ func (s *Server) contribute(ctx context.Context, actor string, t *wire.Ticket, e
 	s.requests.WithLabelValues("contributed", "").Inc()
 	s.logger.Info("contributed", "study", t.StudyID, "query", t.QueryID, "cohort_size", len(t.Cohort), "round", t.Round, "elapsed", res.Elapsed)
 	return nil
+}
+
+func stateJSON(state []float64) string {
+	if len(state) == 0 {
+		return ""
+	}
+	b, _ := json.Marshal(state)
+	return string(b)
 }

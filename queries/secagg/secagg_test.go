@@ -93,7 +93,7 @@ func TestFixedPointRoundTrips(t *testing.T) {
 
 // TestMaskedVectorLooksUniformWhateverTheCells: a masked vector of all zeros and one of
 // large counts are both indistinguishable from uniform: a chi-square test on every byte
-// position over 4,096 elements stays far below its 0.1 % critical value.
+// position over 4,096 elements stays below its critical value (0.1 % over all 16 tests).
 func TestMaskedVectorLooksUniformWhateverTheCells(t *testing.T) {
 	ms, pubs := cohort(t, 3)
 	r := round(ms, 4096, 1)
@@ -118,8 +118,9 @@ func TestMaskedVectorLooksUniformWhateverTheCells(t *testing.T) {
 			for _, h := range hist {
 				chi += (h - exp) * (h - exp) / exp
 			}
-			// 255 degrees of freedom: the 0.1 % critical value is about 330.5.
-			require.Less(t, chi, 330.5, "%s: byte %d", name, pos)
+			// 255 degrees of freedom, 16 tests (two vectors, eight bytes) at 0.1 % overall:
+			// the critical value for 0.006 % each is about 352 (Wilson–Hilferty).
+			require.Less(t, chi, 352.0, "%s: byte %d", name, pos)
 		}
 	}
 }

@@ -17,6 +17,8 @@ const (
 	MetaCohort        = "samsyn.cohort"         // a contribution's cohort, comma-separated, sorted
 	MetaRound         = "samsyn.round"          // a contribution's round
 	MetaLayout        = "samsyn.layout"         // a contribution's layout hash (disclosure.Layout.Hash)
+	MetaStep          = "samsyn.step"           // a model step's key (Ticket.StepKey)
+	MetaState         = "samsyn.state"          // a model step's coefficients, JSON
 )
 
 // Kinds of a node's answer.

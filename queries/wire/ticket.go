@@ -153,12 +153,12 @@ type Ticket struct {
 	// summed, this one included; Round numbers the attempt (a cohort that loses a node is
 	// asked again as a smaller cohort in a new round). Both are empty for a node's own
 	// protected table.
-	Cohort    []string  `json:"cohort,omitempty"`
-	Round     int       `json:"round,omitempty"`
+	Cohort []string `json:"cohort,omitempty"`
+	Round  int      `json:"round,omitempty"`
 	// Step and State drive a pooled model: step Step (from 1) of its iteration, at the
 	// coefficients State. Both are empty for a table.
-	Step  int       `json:"step,omitempty"`
-	State []float64 `json:"state,omitempty"`
+	Step      int       `json:"step,omitempty"`
+	State     []float64 `json:"state,omitempty"`
 	Nonce     []byte    `json:"nonce"` // NonceSize random bytes
 	NotBefore time.Time `json:"nbf"`
 	Expires   time.Time `json:"exp"` // at most MaxLifetime after NotBefore

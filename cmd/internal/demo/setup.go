@@ -39,6 +39,7 @@ type Options struct {
 	Participants int
 	Seed         uint64
 	Binary       string // the samsyn binary to run children from
+	Plugins      string // folder of the analysis plugins; the binary's folder when empty
 	Out          io.Writer
 	Logger       *slog.Logger
 }
@@ -139,6 +140,20 @@ func Setup(ctx context.Context, o Options, f *federation.Federation) error {
 	cat, err := queries.LoadDir(catDir)
 	if err != nil {
 		return err
+	}
+	pluginDir := o.Plugins
+	if pluginDir == "" && o.Binary != "" {
+		pluginDir = filepath.Dir(o.Binary)
+	}
+	if pluginDir == "" {
+		if exe, err := os.Executable(); err == nil {
+			pluginDir = filepath.Dir(exe)
+		}
+	}
+	if ids, err := cat.Pin(pluginDir, true); err != nil {
+		step(fmt.Sprintf("analyses left unpinned, the nodes will refuse them: %v", err))
+	} else {
+		step(fmt.Sprintf("%d analyses pinned to the plugin builds in %s", len(ids), pluginDir))
 	}
 	authKey, err := keyfile.LoadPrivate(filepath.Join(o.Dir, "keys", "catalog-authority.key"))
 	if err != nil {
