@@ -2,20 +2,28 @@ package e2e
 
 import (
 	"context"
+	"crypto/ed25519"
 	"database/sql"
 	"encoding/json"
 	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	_ "github.com/marcboeker/go-duckdb"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/samsyn/samsyn/coordinator"
+	"github.com/samsyn/samsyn/coordinator/fanout"
+	"github.com/samsyn/samsyn/coordinator/state"
 	"github.com/samsyn/samsyn/coordinator/study"
 	"github.com/samsyn/samsyn/queries"
 	"github.com/samsyn/samsyn/queries/disclosure"
+	"github.com/samsyn/samsyn/queries/wire"
 )
 
 // exportsDB opens an in-memory DuckDB over the federation's synthetic exports, with the
@@ -201,4 +209,88 @@ func mustBind(t *testing.T, e *queries.Entry, params map[string]string) queries.
 		t.Fatal(err)
 	}
 	return b
+}
+
+// modelTicket signs a ticket for one step of what_works at node assoc.
+func modelTicket(t *testing.T, f *inproc, assoc string, cohort []string, step int, state []float64) []byte {
+	t.Helper()
+	e, _ := f.coord.Catalog().Get("what_works")
+	params := map[string]string{"from": "2020-04-01", "to": "2022-09-30"}
+	nonce, _ := wire.NewNonce()
+	raw, err := wire.Sign(wire.Ticket{StudyID: "s-model", QueryID: e.ID, QueryHash: e.Hash(), Params: params,
+		CatalogSignature: f.signatures.Signature(e.ID), Association: assoc,
+		Approval: ed25519.Sign(f.assocKeys[assoc], wire.ApprovalMessage("s-model", assoc, e.ID, e.Hash(), params)),
+		Cohort:   cohort, Round: 1, Step: step, State: state, Nonce: nonce, NotBefore: time.Now().Add(-time.Second), Expires: time.Now().Add(time.Minute)}, f.ticket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+func TestModelStepsAreBoundedAndAnsweredAtOneSetOfCoefficients(t *testing.T) {
+	f := startInProc(t, 200, "hbs", "varna", "roslagen")
+	ctx := context.Background()
+	e, _ := f.coord.Catalog().Get("what_works")
+	p := e.Request(mustBind(t, e, map[string]string{"from": "2020-04-01", "to": "2022-09-30"})).Parameters()
+	cohort := []string{"hbs", "roslagen", "varna"}
+	var hbs fanout.Node
+	for _, n := range f.coord.Nodes() {
+		if n.Association == "hbs" {
+			hbs = n.Client
+		}
+	}
+	zero, other := make([]float64, p), make([]float64, p)
+	other[0] = 0.5
+	if _, err := hbs.Get(ctx, modelTicket(t, f, "hbs", cohort, 1, zero)); err != nil {
+		t.Fatalf("step 1: %v", err)
+	}
+	if _, err := hbs.Get(ctx, modelTicket(t, f, "hbs", cohort, 1, zero)); err != nil {
+		t.Fatalf("step 1 again at the same coefficients (a repeat): %v", err)
+	}
+	for _, c := range []struct {
+		step   int
+		state  []float64
+		reason string
+	}{{1, other, "step_replayed"}, {e.Analysis.Iterations() + 1, zero, "step_limit"}} {
+		_, err := hbs.Get(ctx, modelTicket(t, f, "hbs", cohort, c.step, c.state))
+		if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), c.reason) {
+			t.Errorf("step %d: %v, expected a refusal %s", c.step, err, c.reason)
+		}
+	}
+}
+
+// TestAModelThatFailsANodesCheckLeavesNothing: with six participants per node every node's
+// model check fires; no node sends any statistic, each audits its refusal, and the study
+// releases nothing.
+func TestAModelThatFailsANodesCheckLeavesNothing(t *testing.T) {
+	f := startInProc(t, 6, "hbs", "varna", "roslagen")
+	ctx := context.Background()
+	period := map[string]string{"from": "2020-04-01", "to": "2022-09-30"}
+	s, err := f.coord.Submit(ctx, &study.Request{Title: "Liten modell", Purpose: "e2e", OnNodeFailure: study.OnFailurePartial,
+		Queries: []study.QueryReq{{ID: "what_works", Params: period}}}, "evaluator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.approveAll(t, s)
+	if done := f.wait(t, s.ID); done.State != study.Failed {
+		t.Fatalf("study ended %s", done.State)
+	}
+	ds, _ := f.store.Dispatches(ctx, s.ID)
+	for _, d := range ds {
+		if d.State == state.DispatchReleased || len(d.Release) > 0 {
+			t.Errorf("%s sent model statistics", d.Association)
+		}
+	}
+	if res, _ := f.store.Results(ctx, s.ID); len(res) > 0 {
+		t.Errorf("%d results released", len(res))
+	}
+	for _, assoc := range []string{"hbs", "varna", "roslagen"} {
+		raw, _ := os.ReadFile(filepath.Join(f.dir, "nodes", assoc, "audit.log"))
+		if !strings.Contains(string(raw), `"reason":"model_check"`) {
+			t.Errorf("%s did not audit its model check", assoc)
+		}
+		if strings.Contains(string(raw), `"action":"contribute"`) {
+			t.Errorf("%s contributed to a model its check refused", assoc)
+		}
+	}
 }
