@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -342,7 +343,16 @@ func renderTable(t *api.Table) string {
 	for _, d := range t.Dimensions {
 		fmt.Fprintf(tw, "%s\t", d.Title.SV)
 	}
-	fmt.Fprint(tw, "antal\t")
+	count, fewer := "antal", "färre än 5"
+	for _, m := range t.Measures {
+		switch m.Name {
+		case "survival":
+			count, fewer = "i risk", "färre än 10"
+		case "coefficient":
+			count = "deltagare"
+		}
+	}
+	fmt.Fprint(tw, count+"\t")
 	for _, m := range t.Measures {
 		fmt.Fprintf(tw, "%s\t", m.Title.SV)
 	}
@@ -350,21 +360,28 @@ func renderTable(t *api.Table) string {
 	for _, r := range t.Rows {
 		for _, d := range t.Dimensions {
 			code := r[d.Name].(string)
-			fmt.Fprintf(tw, "%s\t", t.Labels[d.Name][code].SV)
+			label := t.Labels[d.Name][code].SV
+			if label == "" {
+				label = code
+			}
+			fmt.Fprintf(tw, "%s\t", label)
 		}
 		switch {
 		case r["missing"] == true:
 			fmt.Fprint(tw, "saknas\t")
 		case r["n"] == nil:
-			fmt.Fprint(tw, "färre än 5\t")
+			fmt.Fprint(tw, fewer+"\t")
 		default:
 			fmt.Fprintf(tw, "%v\t", r["n"])
 		}
 		for _, m := range t.Measures {
-			if r[m.Name] == nil {
+			switch v := r[m.Name].(type) {
+			case nil:
 				fmt.Fprint(tw, "–\t")
-			} else {
-				fmt.Fprintf(tw, "%v\t", r[m.Name])
+			case float64:
+				fmt.Fprintf(tw, "%s\t", strconv.FormatFloat(v, 'g', 4, 64))
+			default:
+				fmt.Fprintf(tw, "%v\t", v)
 			}
 		}
 		fmt.Fprintln(tw)
@@ -374,6 +391,13 @@ func renderTable(t *api.Table) string {
 		Associations []string `json:"associations"`
 		Missing      []string `json:"missing_associations"`
 		Pooled       bool     `json:"pooled"`
+		Model        *struct {
+			N          int64   `json:"n"`
+			Events     int64   `json:"events"`
+			Deviance   float64 `json:"deviance"`
+			Iterations int     `json:"iterations"`
+			Converged  bool    `json:"converged"`
+		} `json:"model"`
 	}
 	if json.Unmarshal(t.Checks, &checks) == nil {
 		how := "skyddad i förbundets nod"
@@ -385,6 +409,13 @@ func renderTable(t *api.Table) string {
 			fmt.Fprintf(&b, "; svarade inte: %s", strings.Join(checks.Missing, ", "))
 		}
 		b.WriteString(". \"saknas\": bara förbund utanför resultatet kunde ha deltagare där.\n")
+		if m := checks.Model; m != nil {
+			conv := "konvergerade"
+			if !m.Converged {
+				conv = "konvergerade INTE"
+			}
+			fmt.Fprintf(&b, "Modellen: %d deltagare, %d till arbete eller studier, devians %.2f, %s efter %d iterationer.\n", m.N, m.Events, m.Deviance, conv, m.Iterations)
+		}
 	}
 	return b.String()
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/samsyn/samsyn/analysis"
 	"io"
 	"maps"
 	"mime"
@@ -117,6 +118,18 @@ func (s *Server) tableOf(st *study.Study, res state.Result, rec arrow.Record) (T
 		}
 		t.Dimensions = append(t.Dimensions, Column{Name: d.Name, CodeList: d.CodeList, Title: title})
 		t.Labels[d.Name] = labels
+	}
+	if e.IsAnalysis() && e.Analysis.Kind == queries.AnalysisLogit {
+		// Terms read "Metod: IPS …"; the intercept is the reference group's log odds.
+		labels := map[string]schemas.Text{"(intercept)": {SV: "Konstant (jämförelsegruppen)", EN: "Intercept (reference group)"}}
+		for _, p := range e.Analysis.Predictors {
+			cl, _ := sch.CodeList(p.CodeList)
+			for _, lv := range p.Levels() {
+				c, _ := cl.Lookup(lv)
+				labels[p.Name+"="+lv] = schemas.Text{SV: cl.Title.SV + ": " + c.SV, EN: cl.Title.EN + ": " + c.EN}
+			}
+		}
+		t.Labels[analysis.ColTerm] = labels
 	}
 	for _, m := range rmeasures {
 		t.Measures = append(t.Measures, Column{Name: m.Name, Agg: m.Agg, Title: measureTitle(m)})
