@@ -48,7 +48,9 @@ func TestDashboardE2EInChromium(t *testing.T) {
 	// The demo's data; Roslagen refuses the study, so the page must show it missing, never 0.
 	f := startInProc(t, 0)
 	ctx := context.Background()
-	s, err := f.coord.Submit(ctx, &study.Request{Title: "Styrgruppens standardtabeller", Purpose: "dashboard", Queries: allQueries(f.coord.Catalog()), OnNodeFailure: study.OnFailurePartial}, "eva")
+	period := map[string]string{"from": "2020-04-01", "to": "2022-09-30"}
+	queries := append(allQueries(f.coord.Catalog()), study.QueryReq{ID: "what_works", Params: period}, study.QueryReq{ID: "time_to_work", Params: period})
+	s, err := f.coord.Submit(ctx, &study.Request{Title: "Styrgruppens standardtabeller", Purpose: "dashboard", Queries: queries, OnNodeFailure: study.OnFailurePartial}, "eva")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,8 +198,37 @@ func TestDashboardE2EInChromium(t *testing.T) {
 	}
 
 	// A chart's CSV download equals the released result.
+	// Vad fungerar för vem: the odds ratios of the methods as released, in Swedish number
+	// format, with the coverage line for the refusing association; the survival table with
+	// the federation's total at start.
+	var methodRows [][]string
+	var wwCoverage string
+	var canvases int
+	run(tab("whatworks"),
+		chromedp.Evaluate(`[...document.querySelectorAll('main section.card:first-of-type tbody tr')].map(r => [...r.children].map(c => c.textContent))`, &methodRows),
+		chromedp.Text(`main .coverage`, &wwCoverage, chromedp.ByQuery),
+		chromedp.Evaluate(`document.querySelectorAll('main canvas').length`, &canvases))
+	if canvases != 2 || !strings.Contains(wwCoverage, "7 av 8") {
+		t.Fatalf("Vad fungerar för vem: %d charts, coverage %q", canvases, wwCoverage)
+	}
+	var se []string
+	for _, r := range methodRows {
+		if strings.HasPrefix(r[0], "Metod: Supported Employment") && !strings.Contains(r[0], "grupp") {
+			se = r
+		}
+	}
+	if se == nil || !strings.Contains(se[1], ",") || !strings.Contains(se[1], "–") {
+		t.Fatalf("Vad fungerar för vem: the Supported Employment row %v (rows %v)", se, methodRows)
+	}
+	var totalStart string
+	run(chromedp.Evaluate(`[...document.querySelectorAll('main section.card:nth-of-type(2) tbody tr')].find(r => r.children[0].textContent === 'Totalt').children[1].textContent`, &totalStart))
+	if totalStart == "" || totalStart == "färre än 10" {
+		t.Fatalf("Vad fungerar för vem: the total at start reads %q", totalStart)
+	}
+
 	var query string
-	run(chromedp.AttributeValue(`button[data-download="csv"]`, "data-query", &query, nil, chromedp.ByQuery),
+	run(chromedp.Click(`nav button[data-page="patterns"]`, chromedp.ByQuery), ready("patterns"),
+		chromedp.AttributeValue(`button[data-download="csv"]`, "data-query", &query, nil, chromedp.ByQuery),
 		chromedp.Click(`button[data-download="csv"]`, chromedp.ByQuery))
 	// The browser saves the download under its GUID; wait (at most 30 s) for a finished file.
 	var got []byte

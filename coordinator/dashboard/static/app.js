@@ -17,7 +17,13 @@ const T = {
     healthy: "i drift", unhealthy: "ur drift", unreachable: "nås inte", released: "frisläppt", failed: "misslyckad",
     refused: "avslagen", running: "pågår", checking: "kontrolleras", awaiting_approval: "väntar på godkännande",
     submitted: "inskickad", approved: "godkänd", waiting: "väntar", done: "klar", retrying: "försöker igen",
-    missing: "saknas", protected: "skyddad", coverage: "Resultatet omfattar {n} av {m} förbund; saknas: {list}. Deras celler visas som \u201dsaknas\u201d, aldrig som 0." },
+    missing: "saknas", protected: "skyddad", coverage: "Resultatet omfattar {n} av {m} förbund; saknas: {list}. Deras celler visas som \u201dsaknas\u201d, aldrig som 0.",
+    whatworks: "Vad fungerar för vem", forest: "Chans till arbete eller studier jämfört med förrehabilitering (oddskvot, 95 % konfidensintervall)",
+    term: "Faktor", oddsRatio: "Oddskvot (95 % KI)", pValue: "p-värde", noModel: "Modellen är inte frisläppt för perioden (för få deltagare i någon grupp, eller inget godkännande).",
+    modelNote: "Logistisk regression på {n} avslutade deltagare, varav {e} till arbete eller studier, i {k} förbund. Varje faktor är justerad för de andra. Oddskvot över 1: större chans än jämförelsegruppen; intervall som inte korsar 1 är statistiskt säkerställda. Förbundens underlag summeras krypterat; ingen ser ett enskilt förbunds siffror.",
+    survivalTitle: "Andel som ännu inte gått till arbete eller studier, månader från start", months: "Månader från start",
+    atStart: "Deltagare vid start", after6: "Kvar efter 6 månader", after12: "Kvar efter 12 månader", fewer10: "färre än 10",
+    survivalNote: "Kaplan–Meier-skattning per metod. Månader där färre än 10 deltagare återstår slås ihop till ett sista intervall, så kurvan slutar där; grupper med färre än 10 deltagare visas inte." },
   en: { title: "Samsyn – county overview", period: "Period", help: "About the numbers", logout: "Sign out", login: "Sign in",
     token: "Token", signin: "Sign in", overview: "Overview", map: "Map", patterns: "Patterns", trends: "Trends",
     studies: "Studies", nodes: "Nodes", footer: "Released, protected results only (synthetic data in the demo).",
@@ -31,7 +37,13 @@ const T = {
     healthy: "healthy", unhealthy: "unhealthy", unreachable: "unreachable", released: "released", failed: "failed",
     refused: "refused", running: "running", checking: "checking", awaiting_approval: "awaiting approval",
     submitted: "submitted", approved: "approved", waiting: "waiting", done: "done", retrying: "retrying",
-    missing: "missing", protected: "protected", coverage: "The result covers {n} of {m} associations; missing: {list}. Their cells show as \u201cmissing\u201d, never as 0." },
+    missing: "missing", protected: "protected", coverage: "The result covers {n} of {m} associations; missing: {list}. Their cells show as \u201cmissing\u201d, never as 0.",
+    whatworks: "What works for whom", forest: "Chance of work or studies compared with pre-rehabilitation (odds ratio, 95 % confidence interval)",
+    term: "Factor", oddsRatio: "Odds ratio (95 % CI)", pValue: "p value", noModel: "The model is not released for the period (too few participants in some group, or not approved).",
+    modelNote: "Logistic regression on {n} participants who left, {e} of them to work or studies, in {k} associations. Each factor is adjusted for the others. An odds ratio above 1: a better chance than the reference group; intervals that do not cross 1 are statistically significant. The associations' inputs are summed encrypted; nobody sees one association's figures.",
+    survivalTitle: "Share not yet in work or studies, months from the start", months: "Months from the start",
+    atStart: "Participants at start", after6: "Remaining after 6 months", after12: "Remaining after 12 months", fewer10: "fewer than 10",
+    survivalNote: "Kaplan–Meier estimate by method. Months with fewer than 10 participants left are pooled into one last interval, so the curve ends there; groups of fewer than 10 are not shown." },
 };
 // Okabe–Ito: safe for the common forms of colour blindness.
 const PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"];
@@ -179,6 +191,7 @@ function card(title, ...kids) {
 
 function chart(type, labels, datasets, opts) {
   const box = el("div", { class: "chart" });
+  if (opts.height) box.style.height = opts.height + "px";
   const canvas = el("canvas", { role: "img", "aria-label": opts.aria || "" });
   box.appendChild(canvas);
   queueMicrotask(() => {
@@ -329,6 +342,52 @@ const PAGES = {
       { aria: t("trends"), options: { scales: { y: { beginAtZero: true } } } }),
       tableEl([t("quarter"), t("inflow"), t("exits")], qs.map((q, i) => [label(base, "quarter", q), fmtN(A[i]), fmtN(B[i])])),
       inflow ? downloads(inflow) : null, exits ? downloads(exits) : null));
+  },
+
+  async whatworks(main) {
+    const model = await result("what_works");
+    const km = await result("time_to_work");
+    const num = (x, d) => x.toLocaleString(state.lang === "sv" ? "sv-SE" : "en-GB", { minimumFractionDigits: d, maximumFractionDigits: d });
+    if (!model) {
+      main.appendChild(card(t("whatworks"), el("p", { text: t("noModel") })));
+    } else {
+      const terms = model.rows.filter((r) => r.term !== "(intercept)");
+      const names = terms.map((r) => label(model, "term", r.term));
+      const m = (model.checks && model.checks.model) || {};
+      main.appendChild(card(t("forest"), coverage(model),
+        el("p", { class: "note", text: t("modelNote").replace("{n}", m.n).replace("{e}", m.events).replace("{k}", (model.checks.associations || []).length) }),
+        chart("bar", names, [
+          { label: t("oddsRatio"), data: terms.map((r) => [r.or_lower, r.or_upper]), backgroundColor: PALETTE[4], borderColor: PALETTE[0], borderWidth: 1, barPercentage: 0.35 },
+          { type: "line", label: t("oddsRatio"), data: terms.map((r) => r.odds_ratio), showLine: false, pointRadius: 4, pointStyle: "rectRot", borderColor: PALETTE[7], backgroundColor: PALETTE[7] },
+          { type: "line", label: "1", data: terms.map(() => 1), borderColor: PALETTE[5], borderDash: [6, 4], pointRadius: 0, borderWidth: 2 }],
+        { aria: t("forest"), height: 60 + 24 * terms.length, options: { indexAxis: "y", plugins: { legend: { display: false } },
+          scales: { x: { type: "logarithmic", min: 0.1, max: 10 }, y: { ticks: { autoSkip: false } } } } }),
+        tableEl([t("term"), t("oddsRatio"), t("pValue")], terms.map((r, i) => [names[i],
+          num(r.odds_ratio, 2) + " (" + num(r.or_lower, 2) + "–" + num(r.or_upper, 2) + ")", r.p_value < 0.001 ? "< 0,001".replace(",", state.lang === "sv" ? "," : ".") : num(r.p_value, 3)])),
+        downloads(model)));
+    }
+    if (!km) return;
+    const strata = [...new Set(km.rows.map((r) => r.method))].filter((s) => s !== "_other");
+    const months = [...Array(37).keys()];
+    const datasets = [], rows = [];
+    strata.forEach((s, i) => {
+      const rs = km.rows.filter((r) => r.method === s);
+      const name = label(km, "method", s);
+      if (rs.length === 1 && rs[0].suppressed) { rows.push([name, t("fewer10"), "–", "–"]); return; }
+      // y at month m: the share left at the end of month m; unknown inside the pooled tail.
+      const at = (m) => { const r = rs.find((r) => r.month_to === m && Number(r.month) === m); return r ? r.survival : null; };
+      const tail = rs.find((r) => r.month_to !== Number(r.month));
+      const after = (m) => { const v = at(m); return v !== null ? num(100 * v, 1) + " %" : tail && m >= Number(tail.month) ? t("protected") : "–"; };
+      datasets.push({ label: name, data: months.map((m) => { const v = at(m); return v === null ? (tail && m === 36 ? 100 * tail.survival : null) : 100 * v; }),
+        // Seven colours and, past them, dashes: no two methods look alike.
+        stepped: true, spanGaps: false, borderColor: s === "_total" ? PALETTE[7] : PALETTE[i % 7], backgroundColor: s === "_total" ? PALETTE[7] : PALETTE[i % 7],
+        borderDash: s !== "_total" && i >= 7 ? [6, 3] : [],
+        borderWidth: s === "_total" ? 3 : 1.5, pointRadius: 0 });
+      rows.push([name, String(rs[0].n), after(6), after(12)]);
+    });
+    main.appendChild(card(t("survivalTitle"), coverage(km), el("p", { class: "note", text: t("survivalNote") }),
+      chart("line", months.map(String), datasets, { aria: t("survivalTitle"), options: { scales: { y: { min: 0, max: 100 }, x: { title: { display: true, text: t("months") } } } } }),
+      tableEl([t("dimension"), t("atStart"), t("after6"), t("after12")], rows), downloads(km)));
   },
 
   async studies(main) {
