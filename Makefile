@@ -21,7 +21,7 @@ PLUGINS := km logit pathways
 
 build: ## Build bin/samsyn and the analysis plugins bin/samsyn-analysis-*
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/samsyn ./cmd/samsyn
-	@for p in $(PLUGINS); do CGO_ENABLED=0 $(GO) build -trimpath -o bin/samsyn-analysis-$$p ./cmd/samsyn-analysis-$$p || exit 1; done
+	@for p in $(PLUGINS); do CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o bin/samsyn-analysis-$$p ./cmd/samsyn-analysis-$$p || exit 1; done
 
 demo: build ## Start the whole federation locally on synthetic data (Ctrl-C stops it)
 	bin/samsyn demo $(DEMO_FLAGS)

@@ -17,7 +17,7 @@ import (
 	"github.com/samsyn/samsyn/queries/disclosure"
 )
 
-func newAnalysisExecutor(t *testing.T, n int) (*Executor, *store.Store, *queries.Catalog) {
+func newAnalysisExecutor(t testing.TB, n int) (*Executor, *store.Store, *queries.Catalog) {
 	t.Helper()
 	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "store.duckdb"))
 	if err != nil {

@@ -29,7 +29,7 @@ func Plugins(t testing.TB) string {
 			return
 		}
 		for _, p := range []string{"km", "logit", "pathways"} {
-			cmd := exec.Command("go", "build", "-trimpath", "-o", filepath.Join(dir, "samsyn-analysis-"+p), "./cmd/samsyn-analysis-"+p)
+			cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", filepath.Join(dir, "samsyn-analysis-"+p), "./cmd/samsyn-analysis-"+p)
 			cmd.Dir = root
 			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 			if out, err := cmd.CombinedOutput(); err != nil {

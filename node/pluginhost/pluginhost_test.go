@@ -33,7 +33,7 @@ func TestAChangedPluginIsRefusedBeforeItRuns(t *testing.T) {
 	if err := pin.Verify(); !errors.Is(err, ErrChecksum) {
 		t.Fatalf("Verify: %v", err)
 	}
-	cfg, err := ClientConfig(pin, plugin.PluginSet{}, hclog.NewNullLogger())
+	cfg, err := ClientConfig(pin, plugin.PluginSet{}, hclog.NewNullLogger(), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func TestAChangedPluginIsRefusedBeforeItRuns(t *testing.T) {
 	if err := (Pin{Path: bin, SHA256: hex.EncodeToString(sum[:])}).Verify(); err != nil {
 		t.Fatalf("the approved build was refused: %v", err)
 	}
-	if _, err := ClientConfig(Pin{Path: bin, SHA256: "abc"}, plugin.PluginSet{}, hclog.NewNullLogger()); err == nil {
+	if _, err := ClientConfig(Pin{Path: bin, SHA256: "abc"}, plugin.PluginSet{}, hclog.NewNullLogger(), ""); err == nil {
 		t.Fatal("a malformed pin was accepted")
 	}
 }
