@@ -258,7 +258,7 @@ func (c *Coordinator) pooledResult(e *queries.Entry, dispatches []state.Dispatch
 	}
 	var out arrow.Record
 	if e.IsAnalysis() && e.Analysis.Kind == queries.AnalysisSurvival {
-		out, rep, err = disclosure.ProtectSurvival(c.o.Allocator, layout, pooled, disclosure.SurvivalThreshold)
+		out, rep, err = disclosure.ProtectSurvival(c.o.Allocator, layout, pooled, disclosure.SurvivalThreshold, e.Coverage(c.Federation(), g.cohort))
 	} else {
 		out, rep, err = disclosure.ProtectPooled(c.o.Allocator, layout, pooled, c.o.Policy, e.Coverage(c.Federation(), g.cohort))
 	}

@@ -294,3 +294,46 @@ func TestAModelThatFailsANodesCheckLeavesNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestSurvivalByAssociationMarksARefusingAssociationMissing: the refusing association's
+// stratum is one row marked missing, never a curve of nobody; the others' curves are released.
+func TestSurvivalByAssociationMarksARefusingAssociationMissing(t *testing.T) {
+	f := startInProc(t, 200, "hbs", "varna", "roslagen")
+	ctx := context.Background()
+	s, err := f.coord.Submit(ctx, &study.Request{Title: "Tid per förbund", Purpose: "e2e", OnNodeFailure: study.OnFailurePartial,
+		Queries: []study.QueryReq{{ID: "time_to_work_by_association", Params: map[string]string{"from": "2020-04-01", "to": "2022-09-30"}}}}, "evaluator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.approveAll(t, s, "roslagen")
+	if done := f.wait(t, s.ID); done.State != study.Released {
+		t.Fatalf("study ended %s", done.State)
+	}
+	res, _ := f.store.Results(ctx, s.ID)
+	rec, err := coordinator.Decode(res[0].Release)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _ := f.coord.Catalog().Get("time_to_work_by_association")
+	tbl := readTable(t, e, rec)
+	seen := map[string]int{}
+	for i := 0; i < tbl.Len(); i++ {
+		c := tbl.Cell(i)
+		seen[c.Dims[0]]++
+		switch c.Dims[0] {
+		case "roslagen":
+			if !c.Missing || c.N != nil {
+				t.Errorf("the refusing association's stratum: missing %v, n %v", c.Missing, c.N)
+			}
+		case "hbs", "varna", disclosure.Total:
+			if c.Missing || c.N == nil || *c.N < disclosure.SurvivalThreshold {
+				t.Errorf("%s month %s: missing %v, n %v", c.Dims[0], c.Dims[1], c.Missing, c.N)
+			}
+		default:
+			t.Errorf("a stratum of an association outside the federation: %s", c.Dims[0])
+		}
+	}
+	if seen["roslagen"] != 1 || seen["hbs"] < 2 || seen["varna"] < 2 {
+		t.Fatalf("rows per stratum %v", seen)
+	}
+}

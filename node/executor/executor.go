@@ -375,5 +375,6 @@ func (x *Executor) ownSurvival(e *queries.Entry, agg arrow.Record) (arrow.Record
 	if err != nil {
 		return nil, disclosure.Report{}, err
 	}
-	return disclosure.ProtectSurvival(x.opts.Allocator, layout, vec, disclosure.SurvivalThreshold)
+	return disclosure.ProtectSurvival(x.opts.Allocator, layout, vec, disclosure.SurvivalThreshold,
+		e.Coverage([]string{x.opts.Association}, []string{x.opts.Association}))
 }

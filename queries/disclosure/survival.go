@@ -36,7 +36,11 @@ var SurvivalMeasures = []string{ColMonthTo, ColEvents, ColCensored, ColSurvival,
 // and the months after the last such month are pooled into that last interval, so every
 // released interval has at least threshold at risk. A stratum with fewer than threshold in
 // all is suppressed whole (one row, ColSuppressed). Each row's ColN is the number at risk.
-func ProtectSurvival(mem memory.Allocator, l *Layout, pooled []uint64, threshold int) (arrow.Record, Report, error) {
+//
+// With cover, a stratum only associations missing from the result could fill is one row
+// marked missing (never a curve of nobody), and every row says how many of the associations
+// that could fill its stratum are in the result.
+func ProtectSurvival(mem memory.Allocator, l *Layout, pooled []uint64, threshold int, cover Coverage) (arrow.Record, Report, error) {
 	var rep Report
 	nd := len(l.spec.Dimensions)
 	if nd < 2 || len(l.spec.Dimensions[nd-1].Domain) != 2 || !l.spec.Totals {
@@ -60,6 +64,9 @@ func ProtectSurvival(mem memory.Allocator, l *Layout, pooled []uint64, threshold
 	for _, m := range SurvivalMeasures {
 		fields = append(fields, arrow.Field{Name: m, Type: arrow.PrimitiveTypes.Float64, Nullable: true})
 	}
+	fields = append(fields,
+		arrow.Field{Name: ColMissing, Type: arrow.FixedWidthTypes.Boolean},
+		arrow.Field{Name: ColAssociations, Type: arrow.PrimitiveTypes.Int64})
 	b := array.NewRecordBuilder(mem, arrow.NewSchema(fields, nil))
 	defer b.Release()
 	var bad error
@@ -70,6 +77,8 @@ func ProtectSurvival(mem memory.Allocator, l *Layout, pooled []uint64, threshold
 		}
 		return n
 	}
+	var present int64
+	var missing bool
 	emit := func(strata []string, month string, atRisk *int64, suppressed bool, vals []float64) {
 		for i, s := range strata {
 			b.Field(i).(*array.StringBuilder).Append(s)
@@ -90,6 +99,9 @@ func ProtectSurvival(mem memory.Allocator, l *Layout, pooled []uint64, threshold
 				fb.Append(vals[j])
 			}
 		}
+		nm := k + 3 + len(SurvivalMeasures)
+		b.Field(nm).(*array.BooleanBuilder).Append(missing)
+		b.Field(nm + 1).(*array.Int64Builder).Append(present)
 		rep.Cells++
 	}
 	z := 1.959963984540054
@@ -99,6 +111,24 @@ func ProtectSurvival(mem memory.Allocator, l *Layout, pooled []uint64, threshold
 		forEachCombination(strataDomains, func(dims []string) { strataList = append(strataList, dims) })
 	}
 	for _, strata := range strataList {
+		present, missing = -1, false
+		if cover != nil {
+			cell := map[string]string{l.spec.Dimensions[nd-2].Name: Total, l.spec.Dimensions[nd-1].Name: Total}
+			for i, s := range strata {
+				cell[l.spec.Dimensions[i].Name] = s
+			}
+			could, in := cover(cell)
+			present = int64(in)
+			if could == 0 {
+				continue // no association could have anyone here (another association's row)
+			}
+			if in == 0 {
+				missing = true
+				rep.Missing++
+				emit(strata, months[0], nil, false, nil)
+				continue
+			}
+		}
 		ev := make([]int64, len(months))
 		ce := make([]int64, len(months))
 		for m, month := range months {

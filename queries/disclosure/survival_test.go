@@ -34,7 +34,7 @@ func TestProtectSurvivalPoolsTheTailAndSuppressesSmallStrata(t *testing.T) {
 	// b: five in all, fewer than 10 from the start.
 	set(2, "b", "0", "event")
 	set(3, "b", "2", "censored")
-	out, rep, err := ProtectSurvival(memory.NewGoAllocator(), l, vec, 10)
+	out, rep, err := ProtectSurvival(memory.NewGoAllocator(), l, vec, 10, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func TestProtectSurvivalPoolsTheTailAndSuppressesSmallStrata(t *testing.T) {
 		if !out.Column(2).IsNull(i) {
 			r.n = out.Column(2).(*array.Int64).Value(i)
 		}
-		for j := 4; j < int(out.NumCols()); j++ {
+		for j := 4; j < 4+len(SurvivalMeasures); j++ {
 			v := math.NaN()
 			if !out.Column(j).IsNull(i) {
 				v = out.Column(j).(*array.Float64).Value(i)
@@ -92,9 +92,31 @@ func TestProtectSurvivalPoolsTheTailAndSuppressesSmallStrata(t *testing.T) {
 	if rep.Suppressed != 1 {
 		t.Errorf("report %+v", rep)
 	}
+	// A stratum only an absent association could fill is missing, not a curve of nobody.
+	cover := func(cell map[string]string) (int, int) {
+		if cell["method"] == "b" {
+			return 1, 0
+		}
+		return 2, 2
+	}
+	out2, rep2, err := ProtectSurvival(memory.NewGoAllocator(), l, vec, 10, cover)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out2.Release()
+	missingCol := out2.Schema().FieldIndices(ColMissing)[0]
+	for i := 0; i < int(out2.NumRows()); i++ {
+		isB := out2.Column(0).(*array.String).Value(i) == "b"
+		if out2.Column(missingCol).(*array.Boolean).Value(i) != isB {
+			t.Errorf("row %d (%s): missing %v", i, out2.Column(0).(*array.String).Value(i), !isB)
+		}
+	}
+	if rep2.Missing != 1 {
+		t.Errorf("report %+v", rep2)
+	}
 	// Masks that did not cancel are not counts.
 	vec[0] = 1 << 62
-	if _, _, err := ProtectSurvival(memory.NewGoAllocator(), l, vec, 10); err == nil {
+	if _, _, err := ProtectSurvival(memory.NewGoAllocator(), l, vec, 10, nil); err == nil {
 		t.Error("a masked vector was released as a survival table")
 	}
 }

@@ -373,6 +373,7 @@ const PAGES = {
     strata.forEach((s, i) => {
       const rs = km.rows.filter((r) => r.method === s);
       const name = label(km, "method", s);
+      if (rs.length === 1 && rs[0].missing) { rows.push([name, t("missing"), t("missing"), t("missing")]); return; }
       if (rs.length === 1 && rs[0].suppressed) { rows.push([name, t("fewer10"), "–", "–"]); return; }
       // y at month m: the share left at the end of month m; unknown inside the pooled tail.
       const at = (m) => { const r = rs.find((r) => r.month_to === m && Number(r.month) === m); return r ? r.survival : null; };
