@@ -186,6 +186,13 @@ func Validate(r *Request, cat *queries.Catalog, federation []string, evaluator s
 			}
 		}
 	}
+	if len(s.Associations) == 1 {
+		for i, q := range s.Queries {
+			if e, _ := cat.Get(q.ID); e.IsAnalysis() && e.Analysis.Kind == queries.AnalysisLogit {
+				errs = append(errs, fmt.Errorf("queries[%d]: %s is a model: it runs only across two or more associations (one association's own cross-products would be visible)", i, q.ID))
+			}
+		}
+	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))
 	}
