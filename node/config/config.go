@@ -355,6 +355,12 @@ func (c *Config) Validate(lines map[string]int) error {
 			return fail("policy", err.Error())
 		}
 	}
+	switch {
+	case c.Plugins.Timeout < 0 || c.Plugins.Timeout > time.Hour:
+		return fail("plugins", fmt.Sprintf("timeout %s: expected 0 (60 s) to 1h", c.Plugins.Timeout))
+	case c.Plugins.MemoryLimitMB < 0 || (c.Plugins.MemoryLimitMB > 0 && c.Plugins.MemoryLimitMB < 256):
+		return fail("plugins", fmt.Sprintf("memory_limit_mb %d: expected 0 (2048) or at least 256", c.Plugins.MemoryLimitMB))
+	}
 	ag := c.Aggregation
 	switch {
 	case ag.MinCohort < 2:

@@ -198,7 +198,7 @@ func (x *Executor) snapshot(ctx context.Context) (string, error) {
 // Aggregate returns the unprotected aggregate, with true counts, for the node's own
 // analysts. It must never be exposed to a remote peer.
 func (x *Executor) Aggregate(ctx context.Context, e *queries.Entry, b queries.Bound) (arrow.Record, error) {
-	rec, _, err := x.aggregate(ctx, e, b)
+	rec, _, err := x.anyAggregate(ctx, e, b)
 	return rec, err
 }
 

@@ -72,3 +72,45 @@ func TestPreviewExplainsEveryCell(t *testing.T) {
 		t.Fatalf("print: %v", err)
 	}
 }
+
+func TestPreviewOfTheAnalyses(t *testing.T) {
+	ctx := context.Background()
+	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "s.duckdb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	nodetest.Seed(t, st.DB(), "hbs", 400)
+	cat, err := queries.LoadDir("../../queries/catalog")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plugins := nodetest.Plugins(t)
+	if _, err := cat.Pin(plugins, false); err != nil {
+		t.Fatal(err)
+	}
+	x, err := executor.New(ctx, st, executor.Options{Association: "hbs", Secret: []byte("preview-secret-0123456789abcdef0"),
+		Policy: disclosure.Defaults(), Plugins: executor.Plugins{Dir: plugins}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	period := map[string]string{"from": "2020-04-01", "to": "2022-09-30"}
+	for id, want := range map[string][]string{
+		"what_works":   {"participants in the model", "method: PRE_REHAB", "never answers alone"},
+		"time_to_work": {"at risk", "not yet"},
+		"pathways":     {"SE"},
+	} {
+		e, _ := cat.Get(id)
+		b, _ := e.Bind(period)
+		var out bytes.Buffer
+		if err := Render(ctx, &out, x, e, b, "hbs", []string{"hbs", "varna"}); err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+		for _, w := range want {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("%s: the preview does not say %q:\n%s", id, w, out.String())
+			}
+		}
+	}
+}
