@@ -19,8 +19,13 @@ import (
 func Run(t testing.TB, a analysis.Analysis, req *analysis.Request, sc *arrow.Schema, recs ...arrow.Record) (*analysis.Result, error) {
 	t.Helper()
 	client, server := plugin.TestPluginGRPCConn(t, false, map[string]plugin.Plugin{analysis.PluginName: &analysis.Plugin{Impl: a}})
-	defer server.Stop()
-	defer client.Close()
+	// Closing the client would ask the server to stop through go-plugin's controller while
+	// this stops it too, and go-plugin's Stop is not safe to race with itself: close the
+	// connection only, then stop the server once.
+	defer func() {
+		client.Conn.Close()
+		server.Stop()
+	}()
 	raw, err := client.Dispense(analysis.PluginName)
 	if err != nil {
 		t.Fatal(err)
