@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/apache/arrow/go/v17/arrow"
@@ -126,6 +127,7 @@ func (c *Coordinator) modelStep(ctx context.Context, s *study.Study, qi int, app
 		return nil, nil, bad, nil
 	}
 	wantKey := (&wire.Ticket{Step: step, State: beta}).StepKey()
+	var mu sync.Mutex // check runs once per node, concurrently
 	vecs := map[string][]uint64{}
 	check := func(md map[string]string, rec arrow.Record, assoc string) ([]byte, error) {
 		if err := checkProvenance(md, s.ID, q, assoc); err != nil {
@@ -143,13 +145,17 @@ func (c *Coordinator) modelStep(ctx context.Context, s *study.Study, qi int, app
 		if !ok {
 			return nil, fmt.Errorf("node %s sent statistics that are not uint64", assoc)
 		}
+		mu.Lock()
 		vecs[assoc] = slices.Clone(col.Uint64Values())
+		mu.Unlock()
 		return encode(rec)
 	}
 	got, failed, err := c.runFanOut(ctx, s, qi, targets, nil, check, nil, c.o.Store.PutRound)
 	if err != nil || len(failed) > 0 {
 		return nil, got, failed, err
 	}
+	mu.Lock()
+	defer mu.Unlock()
 	all := make([][]uint64, 0, len(cohort))
 	for _, a := range cohort {
 		if v, ok := vecs[a]; ok {
