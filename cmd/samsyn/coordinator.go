@@ -77,7 +77,7 @@ func newCoordinatorCmd(g *globals) *cobra.Command {
 				Config: cfg, TicketKey: ticketKey, CatalogKey: catKey, ApprovalKeys: approval, HTTPTLS: httpTLS, Users: tokens,
 				NodeTLS: func(identity string) (*tls.Config, error) { return mtls.ClientConfig(files, identity) },
 				Logger:  logger, Registry: proc.NewRegistry(),
-				Extra: dashboardRoutes,
+				Extra: dashboardRoutes(cfg.Plans()),
 				Listening: func(url string) {
 					fmt.Fprintf(cmd.OutOrStdout(), "coordinator listening on %s\n", url)
 				},

@@ -9,7 +9,10 @@ import (
 	"github.com/samsyn/samsyn/coordinator/state"
 )
 
-// dashboardRoutes adds the steering group's dashboard to the coordinator's mux.
-func dashboardRoutes(mux *http.ServeMux, _ *api.Server, _ *coordinator.Coordinator, _ *state.Store) {
-	dashboard.Register(mux)
+// dashboardRoutes adds the steering group's dashboard, with the associations' plans, to the
+// coordinator's mux.
+func dashboardRoutes(plans map[string]int) func(mux *http.ServeMux, _ *api.Server, _ *coordinator.Coordinator, _ *state.Store) {
+	return func(mux *http.ServeMux, _ *api.Server, _ *coordinator.Coordinator, _ *state.Store) {
+		dashboard.Register(mux, plans)
+	}
 }

@@ -76,7 +76,21 @@ type Node struct {
 	Address     string `yaml:"address"`
 	Identity    string `yaml:"identity"`     // the samsyn:// identity its certificate must carry
 	ApprovalKey string `yaml:"approval_key"` // the association data owner's public key
-	line        int
+	// PlannedParticipants is the association's planned number of participants over the
+	// project period; the dashboard shows progress against it (0: no plan given).
+	PlannedParticipants int `yaml:"planned_participants"`
+	line                int
+}
+
+// Plans lists each association's planned number of participants (those with a plan).
+func (c *Config) Plans() map[string]int {
+	out := map[string]int{}
+	for _, n := range c.Nodes {
+		if n.PlannedParticipants > 0 {
+			out[n.Association] = n.PlannedParticipants
+		}
+	}
+	return out
 }
 
 // Error is a configuration problem with its place.
@@ -233,6 +247,8 @@ func (c *Config) validate() error {
 			return fail(fmt.Sprintf("identity %q: expected samsyn://node/<id>", n.Identity))
 		case n.ApprovalKey == "":
 			return fail("approval_key: missing: expected the association data owner's public key")
+		case n.PlannedParticipants < 0 || n.PlannedParticipants > 1_000_000:
+			return fail(fmt.Sprintf("planned_participants %d: expected 0 (no plan) to 1000000", n.PlannedParticipants))
 		}
 		seen[n.Association] = true
 	}

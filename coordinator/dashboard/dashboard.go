@@ -28,6 +28,8 @@ type Layout struct {
 	Municipalities []Tile                  `json:"municipalities"`
 	Associations   map[string]schemas.Text `json:"associations"`
 	Outcomes       map[string]string       `json:"outcome_groups"` // outcome code -> group
+	// Plans is each association's planned number of participants over the project period.
+	Plans map[string]int `json:"plans"`
 }
 
 func layout() Layout {
@@ -57,7 +59,7 @@ func layout() Layout {
 const csp = "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'"
 
 // Register adds the dashboard to mux: / and /dashboard/*.
-func Register(mux *http.ServeMux) {
+func Register(mux *http.ServeMux, plans map[string]int) {
 	sub, _ := fs.Sub(static, "static")
 	files := http.FileServer(http.FS(sub))
 	secure := func(h http.Handler) http.Handler {
@@ -79,7 +81,12 @@ func Register(mux *http.ServeMux) {
 		_, _ = w.Write(raw)
 	})))
 	mux.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
-	body, _ := json.Marshal(layout())
+	l := layout()
+	l.Plans = plans
+	if l.Plans == nil {
+		l.Plans = map[string]int{}
+	}
+	body, _ := json.Marshal(l)
 	mux.Handle("GET /dashboard/layout.json", secure(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(body)

@@ -27,6 +27,8 @@ type Node struct {
 	Flight      string `yaml:"flight"`
 	Health      string `yaml:"health"`
 	SQL         string `yaml:"sql"` // the analysts' local Flight SQL service
+	// Planned is the association's planned number of participants over the project period.
+	Planned int `yaml:"planned"`
 }
 
 // Reference returns the reference federation.

@@ -289,7 +289,7 @@ fanout: {node_timeout: 10s, retries: 2, backoff: 200ms}
 nodes:
 `, f.Coordinator.ID, f.Coordinator.HTTP, f.Coordinator.Metrics)
 	for _, n := range f.Nodes {
-		cfg += fmt.Sprintf("  - {association: %s, address: %s, identity: %s, approval_key: ../keys/%s.pub}\n", n.Association, n.Flight, mtls.NodeIdentity(n.Association), n.Association)
+		cfg += fmt.Sprintf("  - {association: %s, address: %s, identity: %s, approval_key: ../keys/%s.pub, planned_participants: %d}\n", n.Association, n.Flight, mtls.NodeIdentity(n.Association), n.Association, n.Planned)
 	}
 	if err := os.WriteFile(filepath.Join(o.Dir, "coordinator", "coordinator.yaml"), []byte(cfg), 0o640); err != nil {
 		return err

@@ -23,6 +23,11 @@ const T = {
     modelNote: "Logistisk regression på {n} avslutade deltagare, varav {e} till arbete eller studier, i {k} förbund. Varje faktor är justerad för de andra. Oddskvot över 1: större chans än jämförelsegruppen; intervall som inte korsar 1 är statistiskt säkerställda. Förbundens underlag summeras krypterat; ingen ser ett enskilt förbunds siffror.",
     survivalTitle: "Andel som ännu inte gått till arbete eller studier, månader från start", months: "Månader från start",
     atStart: "Deltagare vid start", after6: "Kvar efter 6 månader", after12: "Kvar efter 12 månader", fewer10: "färre än 10",
+    plan: "Deltagare mot plan (projektperioden)", planned: "Planerat", started: "Har börjat", ofPlan: "Andel av plan",
+    noPlan: "ingen plan", yearOnYear: "Andel till arbete eller studier år för år", change: "Förändring 2021–2022",
+    wholeProject: "Hela projektet", byReferral: "Nya deltagare per remitterande part och kvartal", county: "Hela länet",
+    methodInAssoc: "Andel till arbete eller studier per metod inom förbunden", method: "Metod", pp: "procentenheter",
+    decided: "beslutat", notDecided: "har inte beslutat", created: "Skapad", reason: "Skäl",
     survivalNote: "Kaplan–Meier-skattning per metod. Månader där färre än 10 deltagare återstår slås ihop till ett sista intervall, så kurvan slutar där; grupper med färre än 10 deltagare visas inte." },
   en: { title: "Samsyn – county overview", period: "Period", help: "About the numbers", logout: "Sign out", login: "Sign in",
     token: "Token", signin: "Sign in", overview: "Overview", map: "Map", patterns: "Patterns", trends: "Trends",
@@ -43,6 +48,11 @@ const T = {
     modelNote: "Logistic regression on {n} participants who left, {e} of them to work or studies, in {k} associations. Each factor is adjusted for the others. An odds ratio above 1: a better chance than the reference group; intervals that do not cross 1 are statistically significant. The associations' inputs are summed encrypted; nobody sees one association's figures.",
     survivalTitle: "Share not yet in work or studies, months from the start", months: "Months from the start",
     atStart: "Participants at start", after6: "Remaining after 6 months", after12: "Remaining after 12 months", fewer10: "fewer than 10",
+    plan: "Participants against plan (project period)", planned: "Planned", started: "Started", ofPlan: "Share of plan",
+    noPlan: "no plan", yearOnYear: "Share to work or studies year by year", change: "Change 2021–2022",
+    wholeProject: "Whole project", byReferral: "New participants by referral party and quarter", county: "Whole county",
+    methodInAssoc: "Share to work or studies by method within the associations", method: "Method", pp: "percentage points",
+    decided: "decided", notDecided: "has not decided", created: "Created", reason: "Reason",
     survivalNote: "Kaplan–Meier estimate by method. Months with fewer than 10 participants left are pooled into one last interval, so the curve ends there; groups of fewer than 10 are not shown." },
 };
 // Okabe–Ito: safe for the common forms of colour blindness.
@@ -66,6 +76,20 @@ function label(table, dim, code) {
   return l ? l[state.lang] : code;
 }
 
+// periodName says a period in words: a calendar year as the year, the widest as the whole
+// project, anything else as its dates.
+function periodName(p, widest) {
+  const y = p.from.slice(0, 4);
+  if (p.from === y + "-01-01" && p.to === y + "-12-31") return y;
+  const dates = fmtDate(p.from) + " – " + fmtDate(p.to);
+  return widest ? t("wholeProject") + " (" + dates + ")" : dates;
+}
+
+function fmtDate(iso) {
+  const d = new Date(iso.length === 10 ? iso + "T12:00:00" : iso);
+  return d.toLocaleDateString(state.lang === "sv" ? "sv-SE" : "en-GB", { year: "numeric", month: "long", day: "numeric" });
+}
+
 // Released studies with their queries, newest first; periods are their distinct parameters.
 async function loadStudies() {
   const list = await api("/api/v1/studies");
@@ -81,20 +105,27 @@ async function loadStudies() {
   }
   const sel = $("#period");
   sel.innerHTML = "";
-  [...periods.values()].sort((a, b) => (b.to.localeCompare(a.to)) || (a.from.localeCompare(b.from))).forEach((p) => {
+  // The widest period (the whole project) first, then the others in time order.
+  const span = (p) => Date.parse(p.to) - Date.parse(p.from);
+  const ordered = [...periods.values()].sort((a, b) => span(b) - span(a)).slice(0, 1)
+    .concat([...periods.values()].sort((a, b) => span(b) - span(a)).slice(1).sort((a, b) => a.from.localeCompare(b.from)));
+  ordered.forEach((p, i) => {
     const o = document.createElement("option");
     o.value = p.from + "|" + p.to;
-    o.textContent = p.from + " – " + p.to;
+    o.textContent = periodName(p, i === 0);
     sel.appendChild(o);
   });
-  const widest = [...periods.values()].sort((a, b) => a.from.localeCompare(b.from) || b.to.localeCompare(a.to))[0];
-  if (widest && !state.period) state.period = widest.from + "|" + widest.to;
+  state.periodList = ordered;
+  state.widest = ordered.length ? ordered[0].from + "|" + ordered[0].to : null;
+  state.years = ordered.slice(1).filter((p) => p.from.endsWith("-01-01") && p.to.endsWith("-12-31") && p.from.slice(0, 4) === p.to.slice(0, 4))
+    .map((p) => p.from + "|" + p.to);
+  if (state.widest && !state.period) state.period = state.widest;
   if (state.period) sel.value = state.period;
 }
 
 // find returns {study, index} of the newest released result of query for the chosen period.
-function find(query) {
-  const [from, to] = (state.period || "|").split("|");
+function find(query, period) {
+  const [from, to] = (period || state.period || "|").split("|");
   for (const s of state.studies) {
     const i = s.queries.findIndex((q) => q.id === query && q.params.from === from && q.params.to === to);
     if (i >= 0 && (s.results || []).some((r) => r.query_index === i)) return { study: s.id, index: i, query };
@@ -102,8 +133,8 @@ function find(query) {
   return null;
 }
 
-async function result(query) {
-  const f = find(query);
+async function result(query, period) {
+  const f = find(query, period);
   if (!f) return null;
   const table = await api("/api/v1/studies/" + f.study + "/results/" + f.index);
   table.ref = f;
@@ -118,6 +149,14 @@ function cell(table, dims) {
 function share(part, whole) {
   if (part.some((r) => !r || r.n === null) || !whole || whole.n === null || whole.n === 0) return null;
   return part.reduce((a, r) => a + r.n, 0) / whole.n;
+}
+
+// groupShare is the share of an outcome group (work_or_studies, ordinary_programme) among the
+// exits of sel, from a targets_by_* table: the group is one released cell, not a sum of
+// outcomes each of which may be withheld.
+function groupShare(table, sel, group) {
+  const total = cell(table, Object.assign({ outcome_group: "_total" }, sel));
+  return { s: share([cell(table, Object.assign({ outcome_group: group }, sel))], total), total };
 }
 
 // missing reports a cell only associations absent from the result could fill: unknown, never 0.
@@ -203,18 +242,14 @@ function chart(type, labels, datasets, opts) {
 
 const PAGES = {
   async overview(main) {
-    const exits = await result("exits_by_association");
+    const exits = await result("targets_by_association");
     const parts = await result("participants_by_association");
     if (!exits) { main.appendChild(card(t("overview"), el("p", { text: t("none") }))); return; }
     const assocs = Object.keys(state.layout.associations);
-    const groups = state.layout.outcome_groups;
-    const ws = Object.keys(groups).filter((o) => groups[o] === "work_or_studies");
-    const ord = Object.keys(groups).filter((o) => groups[o] === "ordinary_programme");
     const rows = [], wsShare = [], ordShare = [], names = [];
     for (const a of assocs) {
-      const total = cell(exits, { association: a, outcome: "_total" });
-      const s1 = share(ws.map((o) => cell(exits, { association: a, outcome: o })), total);
-      const s2 = share(ord.map((o) => cell(exits, { association: a, outcome: o })), total);
+      const { s: s1, total } = groupShare(exits, { association: a }, "work_or_studies");
+      const { s: s2 } = groupShare(exits, { association: a }, "ordinary_programme");
       const p = parts && cell(parts, { association: a, gender: "_total", age_band: "_total" });
       names.push(label(exits, "association", a));
       wsShare.push(s1 === null ? null : 100 * s1);
@@ -231,19 +266,65 @@ const PAGES = {
       coverage(exits),
       tableEl([t("association"), t("participants"), t("exits"), t("workStudies"), t("ordinary")], rows),
       downloads(exits), parts ? downloads(parts) : null));
+
+    // Progress against each association's plan: participants who started in the project period.
+    const inflow = await result("inflow_by_quarter", state.widest);
+    const plans = state.layout.plans || {};
+    if (inflow && Object.keys(plans).length) {
+      const prow = [], pnames = [], pshare = [];
+      for (const a of assocs) {
+        const c = cell(inflow, { association: a, quarter: "_total" });
+        const plan = plans[a];
+        const got = c && !c.missing && c.n !== null ? c.n : null;
+        const sh = plan && got !== null ? got / plan : null;
+        pnames.push(label(inflow, "association", a));
+        pshare.push(sh === null ? null : 100 * sh);
+        prow.push([label(inflow, "association", a), plan ? String(plan) : t("noPlan"), fmtN(got, c), plan ? fmtPct(sh, c) : "–"]);
+      }
+      main.appendChild(card(t("plan"), coverage(inflow),
+        chart("bar", pnames, [{ label: t("ofPlan"), data: pshare, backgroundColor: PALETTE[2] }, line(100, "100 %", PALETTE[7])],
+          { aria: t("plan"), options: { scales: { y: { min: 0, suggestedMax: 120, title: { display: true, text: "%" } } } } }),
+        tableEl([t("association"), t("planned"), t("started"), t("ofPlan")], prow), downloads(inflow)));
+    }
+
+    // Year against year: the share to work or studies per association in each calendar year.
+    const years = state.years || [];
+    if (years.length >= 2) {
+      const byYear = [];
+      for (const y of years) byYear.push(await result("targets_by_association", y));
+      const yrow = [], ydata = years.map(() => []);
+      const ynames = [];
+      for (const a of assocs.concat(["_total"])) {
+        const vals = byYear.map((tb) => {
+          if (!tb) return { s: null, c: null };
+          const g = groupShare(tb, { association: a }, "work_or_studies");
+          return { s: g.s, c: g.total };
+        });
+        ynames.push(label(exits, "association", a));
+        vals.forEach((v, i) => ydata[i].push(v.s === null ? null : 100 * v.s));
+        const last = vals[vals.length - 1].s, prev = vals[vals.length - 2].s;
+        const ch = last !== null && prev !== null ? (100 * (last - prev)) : null;
+        yrow.push([label(exits, "association", a)].concat(vals.map((v) => byYear[0] === null ? "–" : fmtPct(v.s, v.c)),
+          [ch === null ? t("protected") : (ch >= 0 ? "+" : "−") + Math.abs(ch).toFixed(1).replace(".", state.lang === "sv" ? "," : ".") + " " + t("pp")]));
+      }
+      const ylabels = years.map((y) => y.slice(0, 4));
+      main.appendChild(card(t("yearOnYear"),
+        chart("bar", ynames, ydata.map((d, i) => ({ label: ylabels[i], data: d, backgroundColor: [PALETTE[4], PALETTE[0], PALETTE[3], PALETTE[2]][i % 4] }))
+          .concat([Object.assign(line(30, t("target30"), PALETTE[5]), { data: ynames.map(() => 30) })]), { aria: t("yearOnYear"), options: { scales: { y: { min: 0, max: 100, title: { display: true, text: "%" } } } } }),
+        tableEl([t("association")].concat(ylabels, [t("change").replace("2021–2022", ylabels[ylabels.length - 2] + "–" + ylabels[ylabels.length - 1])]), yrow)));
+    }
   },
 
   async map(main) {
-    const exits = await result("exits_by_municipality");
+    const exits = await result("targets_by_municipality");
     if (!exits) { main.appendChild(card(t("map"), el("p", { text: t("none") }))); return; }
-    const groups = state.layout.outcome_groups;
-    const ws = Object.keys(groups).filter((o) => groups[o] === "work_or_studies");
-    const measure = state.mapMeasure || "exits";
+    // Coloured by a rate by default: raw counts would only show where most people live.
+    const measure = state.mapMeasure || "work_or_studies";
     const value = (code) => {
-      const total = cell(exits, { municipality: code, outcome: "_total" });
+      const total = cell(exits, { municipality: code, outcome_group: "_total" });
       if (total && total.missing) return undefined;
       if (measure === "exits") return total ? total.n : null;
-      const s = share(ws.map((o) => cell(exits, { municipality: code, outcome: o })), total);
+      const { s } = groupShare(exits, { municipality: code }, measure);
       return s === null ? null : 100 * s;
     };
     const inside = state.layout.municipalities.filter((m) => m.association);
@@ -251,7 +332,7 @@ const PAGES = {
     const lo = Math.min(...vals), hi = Math.max(...vals);
     const colour = (v) => SEQ[Math.min(SEQ.length - 1, Math.floor(((v - lo) / ((hi - lo) || 1)) * (SEQ.length - 1)))];
     const sel = el("select", { id: "measure", "aria-label": t("measure") });
-    for (const [k, name] of [["exits", t("exits")], ["share", t("workStudies")]]) {
+    for (const [k, name] of [["work_or_studies", t("workStudies")], ["ordinary_programme", t("ordinary")], ["exits", t("exits")]]) {
       const o = el("option", { value: k, text: name });
       if (k === measure) o.selected = true;
       sel.appendChild(o);
@@ -284,20 +365,18 @@ const PAGES = {
     const legend = el("div", { class: "legend" }, ...SEQ.map((c) => el("span", { class: "swatch", style: "background:" + c })),
       el("span", { class: "muted", text: (measure === "exits" ? lo + " – " + hi : lo.toFixed(0) + " – " + hi.toFixed(0) + " %") }));
     main.appendChild(card(t("map"), el("label", {}, t("measure") + " ", sel), coverage(exits), grid, legend,
-      tableEl([t("dimension"), measure === "exits" ? t("exits") : t("workStudies")], rows), downloads(exits)));
+      tableEl([t("dimension"), measure === "exits" ? t("exits") : measure === "ordinary_programme" ? t("ordinary") : t("workStudies")], rows), downloads(exits)));
   },
 
   async patterns(main) {
-    const queries = ["outcome_by_referral_party", "outcome_by_method", "outcome_by_gender_age", "outcome_by_born_abroad",
-      "outcome_by_education", "outcome_by_support_years"];
-    const groups = state.layout.outcome_groups;
-    const ws = Object.keys(groups).filter((o) => groups[o] === "work_or_studies");
+    const queries = ["targets_by_referral_party", "targets_by_method", "targets_by_gender_age", "targets_by_born_abroad",
+      "targets_by_education", "targets_by_support_years"];
     let any = false;
     for (const q of queries) {
       const table = await result(q);
       if (!table) continue;
       any = true;
-      const dims = table.dimensions.map((d) => d.name).filter((d) => d !== "outcome");
+      const dims = table.dimensions.map((d) => d.name).filter((d) => d !== "outcome_group");
       const keys = [];
       for (const r of table.rows) {
         if (dims.some((d) => r[d] === "_total" || r[d] === "_other")) continue;
@@ -308,8 +387,7 @@ const PAGES = {
       for (const k of keys) {
         const parts = k.split("|");
         const sel = Object.fromEntries(dims.map((d, i) => [d, parts[i]]));
-        const total = cell(table, Object.assign({ outcome: "_total" }, sel));
-        const s = share(ws.map((o) => cell(table, Object.assign({ outcome: o }, sel))), total);
+        const { s, total } = groupShare(table, sel, "work_or_studies");
         const name = dims.map((d, i) => label(table, d, parts[i])).join(", ");
         names.push(name);
         shares.push(s === null ? null : 100 * s);
@@ -321,12 +399,27 @@ const PAGES = {
         { aria: table.title[state.lang], options: { indexAxis: "x", scales: { y: { min: 0, max: 100 } } } }),
         tableEl([t("dimension"), t("exits"), t("workStudies")], rows), downloads(table)));
     }
+    const mia = await result("targets_by_method_association");
+    if (mia) {
+      any = true;
+      const methods = [...new Set(mia.rows.map((r) => r.method).filter((m) => m !== "_total" && m !== "_other"))];
+      const mrows = [];
+      for (const a of Object.keys(state.layout.associations)) {
+        mrows.push([label(mia, "association", a)].concat(methods.map((m) => {
+          const { s, total } = groupShare(mia, { association: a, method: m }, "work_or_studies");
+          return fmtPct(s, total);
+        })));
+      }
+      main.appendChild(card(t("methodInAssoc"), coverage(mia),
+        el("div", { class: "scroll" }, tableEl([t("association")].concat(methods.map((m) => label(mia, "method", m))), mrows)), downloads(mia)));
+    }
     if (!any) main.appendChild(card(t("patterns"), el("p", { text: t("none") })));
   },
 
   async trends(main) {
-    const inflow = await result("inflow_by_quarter");
-    const exits = await result("exits_by_quarter");
+    // Trends always run over every quarter of the project, whatever period is chosen.
+    const inflow = await result("inflow_by_quarter", state.widest);
+    const exits = await result("exits_by_quarter", state.widest);
     if (!inflow && !exits) { main.appendChild(card(t("trends"), el("p", { text: t("none") }))); return; }
     const base = inflow || exits;
     const quarters = [...new Set(base.rows.map((r) => r.quarter).filter((q) => q !== "_total" && q !== "_other"))].sort();
@@ -342,6 +435,27 @@ const PAGES = {
       { aria: t("trends"), options: { scales: { y: { beginAtZero: true } } } }),
       tableEl([t("quarter"), t("inflow"), t("exits")], qs.map((q, i) => [label(base, "quarter", q), fmtN(A[i]), fmtN(B[i])])),
       inflow ? downloads(inflow) : null, exits ? downloads(exits) : null));
+
+    // Inflow per referral party and quarter, for the county or one association.
+    const ref = await result("inflow_by_referral_party", state.widest);
+    if (!ref) return;
+    const who = state.refAssoc || "_total";
+    const sel = el("select", { id: "refassoc", "aria-label": t("association") });
+    for (const a of ["_total"].concat(Object.keys(state.layout.associations))) {
+      const o = el("option", { value: a, text: a === "_total" ? t("county") : label(ref, "association", a) });
+      if (a === who) o.selected = true;
+      sel.appendChild(o);
+    }
+    sel.addEventListener("change", () => { state.refAssoc = sel.value; render(); });
+    const rq = [...new Set(ref.rows.map((r) => r.quarter).filter((q) => q !== "_total" && q !== "_other"))].sort()
+      .filter((q) => ref.rows.some((r) => r.quarter === q && r.association === "_total" && r.referral_party === "_total" && r.n));
+    const parties = [...new Set(ref.rows.map((r) => r.referral_party).filter((p) => p !== "_total" && p !== "_other"))];
+    const rseries = parties.map((p, i) => ({ label: label(ref, "referral_party", p), borderColor: PALETTE[i % 8], backgroundColor: PALETTE[i % 8], spanGaps: false,
+      data: rq.map((q) => { const c = cell(ref, { association: who, referral_party: p, quarter: q }); return c && !c.missing ? c.n : null; }) }));
+    const trows = rq.map((q) => [label(ref, "quarter", q)].concat(parties.map((p) => { const c = cell(ref, { association: who, referral_party: p, quarter: q }); return fmtN(c ? c.n : null, c); })));
+    main.appendChild(card(t("byReferral"), el("label", {}, t("association") + " ", sel), coverage(ref),
+      chart("line", rq.map((q) => label(ref, "quarter", q)), rseries, { aria: t("byReferral"), options: { scales: { y: { beginAtZero: true } } } }),
+      tableEl([t("quarter")].concat(parties.map((p) => label(ref, "referral_party", p))), trows), downloads(ref)));
   },
 
   async whatworks(main) {
@@ -393,21 +507,28 @@ const PAGES = {
 
   async studies(main) {
     const list = await api("/api/v1/studies");
+    const name = (a) => (state.layout.associations[a] || {})[state.lang] || a;
     const rows = [];
     for (const s of list) {
       const d = await api("/api/v1/studies/" + s.id);
-      const appr = (d.approvals || []).map((a) => a.association + ": " + t(a.decision)).join(", ");
-      const prog = Object.entries(d.progress || {}).map(([a, p]) => a + ": " + t(p.state)).join(", ");
-      rows.push([s.id, s.title, t(s.state), appr || "–", prog || "–"]);
+      const decided = new Map((d.approvals || []).map((a) => [a.association, a]));
+      const appr = (d.associations || []).map((a) => {
+        const x = decided.get(a);
+        if (!x) return name(a) + ": " + t("notDecided");
+        return name(a) + ": " + t(x.decision) + (x.reason ? " (" + x.reason + ")" : "");
+      }).join("; ");
+      const prog = Object.entries(d.progress || {}).map(([a, p]) => name(a) + ": " + t(p.state) + (p.error ? " – " + p.error : "")).join("; ");
+      const note = (d.transitions || []).map((x) => x.note).filter(Boolean).slice(-1)[0] || "";
+      rows.push([s.title, fmtDate(s.created_at || d.created_at || ""), t(s.state) + (note ? ": " + note : ""), appr || "–", prog || "–"]);
     }
-    main.appendChild(card(t("studies"), tableEl([t("study"), t("title2"), t("state"), t("approvals"), t("progress")], rows)));
+    main.appendChild(card(t("studies"), tableEl([t("title2"), t("created"), t("state"), t("approvals"), t("progress")], rows)));
   },
 
   async nodes(main) {
     const nodes = await api("/api/v1/nodes");
     main.appendChild(card(t("nodes"), tableEl([t("association"), t("status"), t("latency"), t("lastImport"), t("snapshot"), t("versions")],
       nodes.map((n) => [(state.layout.associations[n.association] || {})[state.lang] || n.association, t(n.status), n.latency_ms.toFixed(1),
-        n.last_import || "–", n.snapshot || "–", n.schema_version ? "schema " + n.schema_version + ", " + t("catalog") + " " + n.catalog : "–"]))));
+        n.last_import ? fmtDate(n.last_import) : "–", n.snapshot ? n.snapshot.slice(0, 12) : "–", n.schema_version ? "schema " + n.schema_version + ", " + t("catalog") + " " + n.catalog : "–"]))));
   },
 };
 
@@ -415,6 +536,7 @@ async function render() {
   document.documentElement.lang = state.lang;
   document.querySelectorAll("[data-t]").forEach((e) => { e.textContent = t(e.dataset.t); });
   $("#lang").textContent = state.lang === "sv" ? "English" : "Svenska";
+  [...$("#period").options].forEach((o, i) => { if (state.periodList && state.periodList[i]) o.textContent = periodName(state.periodList[i], i === 0); });
   document.querySelectorAll("#tabs button").forEach((b) => b.setAttribute("aria-selected", String(b.dataset.page === state.page)));
   state.charts.forEach((c) => c.destroy());
   state.charts = [];
@@ -443,6 +565,7 @@ async function render() {
 function logout() {
   sessionStorage.removeItem("samsyn-token");
   $("#tabs").hidden = true;
+  document.querySelectorAll(".controls .signed-in").forEach((e) => { e.hidden = true; });
   $("#page").innerHTML = "";
   $("#login").hidden = false;
 }
@@ -458,6 +581,7 @@ async function start() {
   }
   $("#login").hidden = true;
   $("#tabs").hidden = false;
+  document.querySelectorAll(".controls .signed-in").forEach((e) => { e.hidden = false; });
   await render();
 }
 
