@@ -51,6 +51,9 @@ func (p Param) check(s *schemas.Schema) error {
 	return nil
 }
 
+// Expected says in words which values the parameter takes.
+func (p Param) Expected() string { return p.expected() }
+
 func (p Param) expected() string {
 	switch p.Domain {
 	case DomainQuarterStart:

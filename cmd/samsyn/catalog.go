@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -129,7 +130,36 @@ func newCatalogCmd(g *globals) *cobra.Command {
 		},
 	}
 	verify.Flags().StringVar(&pubPath, "pub", "", "the catalog authority's public key (PEM)")
-	cmd.AddCommand(lint, hash, sign, verify)
+	list := &cobra.Command{
+		Use:   "list [DIR]",
+		Short: "List the entries: id, kind, title, and each parameter with the values it takes",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := queries.LoadDir(catalogDir(args))
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			for _, id := range c.IDs() {
+				e := c.Entries[id]
+				kind := "table"
+				if e.Analysis != nil {
+					kind = "analysis (" + e.Analysis.Kind + ")"
+				}
+				fmt.Fprintf(out, "%s — %s / %s [%s]\n", id, e.Title.SV, e.Title.EN, kind)
+				names := make([]string, 0, len(e.Params))
+				for n := range e.Params {
+					names = append(names, n)
+				}
+				sort.Strings(names)
+				for _, n := range names {
+					fmt.Fprintf(out, "    %s: %s\n", n, e.Params[n].Expected())
+				}
+			}
+			return nil
+		},
+	}
+	cmd.AddCommand(lint, hash, sign, verify, list)
 	return cmd
 }
 

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -108,7 +109,21 @@ func newStudyCmd(g *globals) *cobra.Command {
 	submit := &cobra.Command{
 		Use:   "submit FILE",
 		Short: "Submit a study file; prints the new study's id on the last line",
-		Args:  cobra.ExactArgs(1),
+		Long: `Submit a study file; prints the new study's id on the last line.
+
+The study file (YAML; unknown fields are refused):
+
+  title: Utfall 2021 per kommun            # required, at most 300 characters
+  purpose: Styrgruppens årsuppföljning     # required: why the study is needed
+  queries:                                 # 1–100 catalog entries (samsyn catalog list)
+    - id: exits_by_municipality
+      params: {from: 2021-01-01, to: 2021-12-31}   # periods on the grid: quarters, years, the project
+    - {id: what_works, params: {from: 2020-04-01, to: 2022-09-30}}
+  associations: all                        # or a list: [hbs, varna]; a model needs two or more
+  on_node_failure: partial                 # partial (release what answered, marked) or fail
+
+Each association's data owner then approves (samsyn study approve) or refuses.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			raw, err := os.ReadFile(args[0])
 			if err != nil {
@@ -151,8 +166,23 @@ func newStudyCmd(g *globals) *cobra.Command {
 			if _, err := c.do(cmd.Context(), "GET", "/api/v1/studies/"+args[0], "", nil, &st); err != nil {
 				return err
 			}
+			// Say what is being approved, in words, before signing it.
+			var cat []struct {
+				ID    string            `json:"id"`
+				Title map[string]string `json:"title"`
+			}
+			_, _ = c.do(cmd.Context(), "GET", "/api/v1/catalog", "", nil, &cat)
+			titles := map[string]string{}
+			for _, e := range cat {
+				titles[e.ID] = e.Title["sv"]
+			}
+			if !slices.Contains(st.Associations, association) {
+				return fmt.Errorf("study %s does not ask %s (it asks %s)", st.ID, association, strings.Join(st.Associations, ", "))
+			}
+			w := cmd.ErrOrStderr()
+			fmt.Fprintf(w, "You approve, for %s, the study %q\n  purpose: %s\n  evaluator: %s; associations: %s\n", association, st.Title, st.Purpose, st.Evaluator, strings.Join(st.Associations, ", "))
 			for i, q := range st.Queries {
-				fmt.Fprintf(cmd.ErrOrStderr(), "  %d. %s %v\n", i+1, q.ID, q.Params)
+				fmt.Fprintf(w, "  %d. %s (%s)%s\n", i+1, titles[q.ID], q.ID, periodWords(q.Params))
 			}
 			body, _ := json.Marshal(api.Decision{Decision: study.Approve, Signatures: study.SignApproval(st.Study, association, key)})
 			var after study.Study
@@ -282,8 +312,66 @@ func newStudyCmd(g *globals) *cobra.Command {
 	results.Flags().StringVar(&queryFlag, "query", "", "the query id (or index) of the result")
 	results.Flags().StringVar(&format, "format", "table", "table, csv, json, arrow, parquet or xlsx")
 	results.Flags().StringVar(&outPath, "out", "", "write to FILE instead of standard output")
-	cmd.AddCommand(submit, approve, refuse, status, results)
+	var stateFlag string
+	list := &cobra.Command{
+		Use:   "list [--state S]",
+		Short: "List the studies you may see: state, title, created, and who has not decided",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			var all []study.Study
+			if _, err := c.do(cmd.Context(), "GET", "/api/v1/studies", "", nil, &all); err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tSTATE\tCREATED\tTITLE\tWAITING FOR")
+			for _, s := range all {
+				if stateFlag != "" && string(s.State) != stateFlag {
+					continue
+				}
+				waiting := ""
+				if s.State == study.AwaitingApproval {
+					var st api.StudyStatus
+					if _, err := c.do(cmd.Context(), "GET", "/api/v1/studies/"+s.ID, "", nil, &st); err == nil {
+						decided := map[string]bool{}
+						for _, a := range st.Approvals {
+							decided[a.Association] = true
+						}
+						var open []string
+						for _, a := range st.Associations {
+							if !decided[a] {
+								open = append(open, a)
+							}
+						}
+						waiting = strings.Join(open, ", ")
+					}
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.ID, s.State, s.CreatedAt.Local().Format("2006-01-02 15:04"), s.Title, waiting)
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().StringVar(&stateFlag, "state", "", "only studies in this state (awaiting_approval, running, released, failed, refused)")
+	cmd.AddCommand(submit, approve, refuse, status, results, list)
 	return cmd
+}
+
+// periodWords says a from/to pair in words.
+func periodWords(p map[string]string) string {
+	from, to := p["from"], p["to"]
+	if from == "" || to == "" {
+		if len(p) == 0 {
+			return ""
+		}
+		return fmt.Sprintf(", %v", p)
+	}
+	if y := from[:4]; from == y+"-01-01" && to == y+"-12-31" {
+		return ", year " + y
+	}
+	return ", " + from + " to " + to
 }
 
 func writeOut(path string, w io.Writer, raw []byte) error {

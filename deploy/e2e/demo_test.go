@@ -304,6 +304,29 @@ on_node_failure: partial
 	if !strings.Contains(table, "Huddinge") || !strings.Contains(table, "Totalt") {
 		t.Fatalf("table:\n%s", table)
 	}
+	// The evaluator's and data owner's tools: the list of studies, the catalog with its
+	// parameters, what an approval signs in words, and the real mistake named.
+	if out := run(tokens["evaluator"], "study", "list", "--state", "released"); !strings.Contains(out, id) || !strings.Contains(out, "released") {
+		t.Fatalf("study list:\n%s", out)
+	}
+	if out, err := exec.Command(bin, "catalog", "list", filepath.Join(dir, "catalog")).CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), "what_works") || !strings.Contains(string(out), "the first day of a quarter") {
+		t.Fatalf("catalog list: %v\n%s", err, out)
+	}
+	second := submitStudy(t, run, tokens, file)
+	approve := exec.Command(bin, "study", "approve", second, "--association", "hbs", "--key", filepath.Join(dir, "keys", "hbs.key"))
+	approve.Env = append(os.Environ(), "SAMSYN_COORDINATOR="+coordinator, "SAMSYN_TOKEN="+tokens["association:hbs"])
+	if out, err := approve.CombinedOutput(); err != nil || !strings.Contains(string(out), "You approve, for hbs") || !strings.Contains(string(out), "Avslut per kommun") {
+		t.Fatalf("approve in words: %v\n%s", err, out)
+	}
+	if out := run(tokens["evaluator"], "study", "list", "--state", "awaiting_approval"); !strings.Contains(out, second) || strings.Contains(out, "hbs, ") || !strings.Contains(out, "varna") {
+		t.Fatalf("study list of those awaiting approval:\n%s", out)
+	}
+	pub := exec.Command(bin, "study", "approve", second, "--association", "varna", "--key", filepath.Join(dir, "keys", "varna.pub"))
+	pub.Env = append(os.Environ(), "SAMSYN_COORDINATOR="+coordinator, "SAMSYN_TOKEN="+tokens["association:varna"])
+	if out, err := pub.CombinedOutput(); err == nil || !strings.Contains(string(out), "public key") {
+		t.Fatalf("a .pub file as --key: %v\n%s", err, out)
+	}
 	for _, format := range []string{"csv", "json", "arrow", "parquet", "xlsx"} {
 		outFile := filepath.Join(t.TempDir(), "result."+format)
 		run(tokens["evaluator"], "study", "results", id, "--format", format, "--out", outFile)
@@ -643,6 +666,13 @@ func cli(t *testing.T, bin, coordinator string) func(token string, args ...strin
 		}
 		return string(out)
 	}
+}
+
+// submitStudy submits the study file through the CLI and returns its id.
+func submitStudy(t *testing.T, run func(string, ...string) string, tokens map[string]string, file string) string {
+	t.Helper()
+	lines := strings.Split(strings.TrimSpace(run(tokens["evaluator"], "study", "submit", file)), "\n")
+	return lines[len(lines)-1]
 }
 
 // submitApproved submits the study file through the CLI, has every association's data owner

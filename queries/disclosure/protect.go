@@ -373,12 +373,17 @@ func buildFrame(spec Spec, observed []cell) ([]cell, error) {
 			}
 		})
 	}
+	// Values outside the domain (Other) are still protected cells; they follow the frame in
+	// the order of their dimension values, not in the order the aggregate happened to yield
+	// them, so the same data always gives the same release, row for row.
+	var rest []cell
 	for j, c := range observed {
 		if !used[j] {
-			frame = append(frame, c) // values outside the domain are still protected cells
+			rest = append(rest, c)
 		}
 	}
-	return frame, nil
+	slices.SortFunc(rest, func(a, b cell) int { return strings.Compare(strings.Join(a.dims, "\x00"), strings.Join(b.dims, "\x00")) })
+	return append(frame, rest...), nil
 }
 
 // forEachCombination calls fn with every combination of one value from each domain, the last

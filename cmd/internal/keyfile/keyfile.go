@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 )
 
 const (
@@ -100,6 +101,9 @@ func LoadPrivate(path string) (ed25519.PrivateKey, error) {
 	}
 	der, err := readPEM(f, privateType)
 	if err != nil {
+		if strings.Contains(err.Error(), "PUBLIC KEY") {
+			return nil, fmt.Errorf("load private key %s: this is a public key (.pub); give the private key (.key) beside it", path)
+		}
 		return nil, fmt.Errorf("load private key %s: %w", path, err)
 	}
 	key, err := x509.ParsePKCS8PrivateKey(der)
