@@ -248,7 +248,7 @@ func TestDemoE2EStartsServesStopsAndLeavesNothingBehind(t *testing.T) {
 		t.Fatalf("the restart did not reuse the federation:\n%s", d.output())
 	}
 	getJSON(t, creds.Coordinator+"/api/v1/studies", creds.Tokens["admin"], &studies)
-	if len(studies) != 8 { // the four standard studies and the four run through the CLI
+	if len(studies) != 9 { // the four standard studies, the four run through the CLI and one awaiting approval
 		t.Fatalf("the restart seeded studies again: %d", len(studies))
 	}
 	// Killed outright, the demo cannot clean up: the kernel must stop its children.

@@ -97,6 +97,9 @@ func LoadPrivate(path string) (ed25519.PrivateKey, error) {
 		return nil, fmt.Errorf("load private key %s: not a regular file", path)
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		if head, _ := io.ReadAll(io.LimitReader(f, 64)); strings.Contains(string(head), "PUBLIC KEY") {
+			return nil, fmt.Errorf("load private key %s: this is a public key (.pub); give the private key (.key) beside it", path)
+		}
 		return nil, fmt.Errorf("load private key %s: mode %04o lets group or others read it: run chmod 600 %s", path, perm, path)
 	}
 	der, err := readPEM(f, privateType)

@@ -131,7 +131,7 @@ func TestLoadErrors(t *testing.T) {
 	}{
 		{"private: missing file", true, nil, "no such file"},
 		{"private: not PEM", true, []byte("hello"), `no PEM block: expected one PEM "PRIVATE KEY" block`},
-		{"private: public key given", true, block("PUBLIC KEY", edPubDER), `PEM block of type "PUBLIC KEY", expected "PRIVATE KEY"`},
+		{"private: public key given", true, block("PUBLIC KEY", edPubDER), "this is a public key (.pub); give the private key (.key) beside it"},
 		{"private: ecdsa key", true, block("PRIVATE KEY", ecDER), "expected an ed25519 key"},
 		{"private: garbage DER", true, secretLooking, "not a PKCS#8 private key"},
 		{"private: two blocks", true, append(block("PRIVATE KEY", edDER), block("PRIVATE KEY", edDER)...), "expected exactly one block"},
