@@ -262,21 +262,19 @@ func toXLSX(t Table) ([]byte, error) {
 	if err := f.SetSheetRow(data, "A1", &header); err != nil {
 		return nil, err
 	}
+	// The header row stays in view while scrolling.
+	if err := f.SetPanes(data, &excelize.Panes{Freeze: true, YSplit: 1, TopLeftCell: "A2", ActivePane: "bottomLeft"}); err != nil {
+		return nil, err
+	}
 	for i, row := range t.Rows {
 		var vals []any
 		for _, d := range t.Dimensions {
 			code := row[d.Name].(string)
 			vals = append(vals, code, t.Labels[d.Name][code].SV)
 		}
-		switch {
-		case row["missing"] == true:
-			vals = append(vals, Notes["missing"].SV+" / "+Notes["missing"].EN)
-		case row["n"] == nil:
-			vals = append(vals, Notes["suppressed"].SV+" / "+Notes["suppressed"].EN)
-		default:
-			vals = append(vals, row["n"])
-		}
-		vals = append(vals, row["suppressed"])
+		// Numbers stay numbers: a withheld count is an empty cell, and why is in its own
+		// columns (suppressed, missing), so a spreadsheet sums and charts the column as is.
+		vals = append(vals, row["n"], row["suppressed"])
 		for _, m := range t.Measures {
 			vals = append(vals, row[m.Name])
 		}

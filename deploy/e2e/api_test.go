@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -169,6 +170,35 @@ func TestAPIRolesAndResultFormats(t *testing.T) {
 	notes, _ := x.GetRows("Om sekretess")
 	if len(sheetRows) != rows+1 || !strings.Contains(sheetRows[0][0], "Samordningsförbund / Coordination association") || len(notes) < 3 || !strings.Contains(notes[2][0], "färre än 5") {
 		t.Fatalf("xlsx: %d rows, header %v", len(sheetRows), sheetRows[0])
+	}
+	// The header is frozen; counts are numbers (a withheld count is empty, flagged beside it).
+	if panes, err := x.GetPanes("Resultat"); err != nil || !panes.Freeze || panes.YSplit != 1 {
+		t.Fatalf("xlsx: the header row is not frozen: %+v %v", panes, err)
+	}
+	countCol := -1
+	for i, h := range sheetRows[0] {
+		if h == "Antal / Count" {
+			countCol = i
+		}
+	}
+	numbers := 0
+	for r := 2; r <= rows+1; r++ {
+		cell, _ := excelize.CoordinatesToCellName(countCol+1, r)
+		typ, _ := x.GetCellType("Resultat", cell)
+		v, _ := x.GetCellValue("Resultat", cell)
+		switch {
+		case v == "":
+		case typ == excelize.CellTypeNumber || typ == excelize.CellTypeUnset:
+			if _, err := strconv.Atoi(v); err != nil {
+				t.Fatalf("xlsx: count %s is %q", cell, v)
+			}
+			numbers++
+		default:
+			t.Fatalf("xlsx: count %s has type %v (%q)", cell, typ, v)
+		}
+	}
+	if numbers == 0 {
+		t.Fatal("xlsx: no count is a number")
 	}
 	if code, _, _ := call(t, "GET", base, tok["steering"], nil, "image/png"); code != http.StatusNotAcceptable {
 		t.Fatalf("an unknown format: %d", code)
