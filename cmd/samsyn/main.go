@@ -38,7 +38,7 @@ approved, anonymised aggregates ever leave it.`,
 	}
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
-	root.AddCommand(newSynthCmd(g), newNodeCmd(g), newDemoCmd(g), newPKICmd(g), newCatalogCmd(g), newCoordinatorCmd(g), newStudyCmd(g), newSQLCmd(g))
+	root.AddCommand(newSynthCmd(g), newNodeCmd(g), newDemoCmd(g), newPKICmd(g), newCatalogCmd(g), newCoordinatorCmd(g), newStudyCmd(g), newSQLCmd(g), newReportCmd(g))
 	return root
 }
 

@@ -23,6 +23,9 @@ const T = {
     modelNote: "Logistisk regression på {n} avslutade deltagare, varav {e} till arbete eller studier, i {k} förbund. Varje faktor är justerad för de andra. Oddskvot över 1: större chans än jämförelsegruppen; intervall som inte korsar 1 är statistiskt säkerställda. Förbundens underlag summeras krypterat; ingen ser ett enskilt förbunds siffror.",
     survivalTitle: "Andel som ännu inte gått till arbete eller studier, månader från start", months: "Månader från start",
     atStart: "Deltagare vid start", after6: "Kvar efter 6 månader", after12: "Kvar efter 12 månader", fewer10: "färre än 10",
+    report: "Rapport", reportTitle: "Lägesrapport till styrgruppen", generated: "Framtagen",
+    reportIntro: "Rapporten bygger enbart på frisläppta, skyddade resultat från förbundens noder. Varje figur anger vilka förbund den omfattar; samma figurer finns i översikten på webben.",
+    aboutNumbers: "Om siffrorna: metod och skydd", coversAll: "Omfattar alla {m} förbund.",
     plan: "Deltagare mot plan (projektperioden)", planned: "Planerat", started: "Har börjat", ofPlan: "Andel av plan",
     noPlan: "ingen plan", yearOnYear: "Andel till arbete eller studier år för år", change: "Förändring 2021–2022",
     wholeProject: "Hela projektet", byReferral: "Nya deltagare per remitterande part och kvartal", county: "Hela länet",
@@ -48,6 +51,9 @@ const T = {
     modelNote: "Logistic regression on {n} participants who left, {e} of them to work or studies, in {k} associations. Each factor is adjusted for the others. An odds ratio above 1: a better chance than the reference group; intervals that do not cross 1 are statistically significant. The associations' inputs are summed encrypted; nobody sees one association's figures.",
     survivalTitle: "Share not yet in work or studies, months from the start", months: "Months from the start",
     atStart: "Participants at start", after6: "Remaining after 6 months", after12: "Remaining after 12 months", fewer10: "fewer than 10",
+    report: "Report", reportTitle: "Status report to the steering group", generated: "Produced",
+    reportIntro: "The report is built from released, protected results from the associations' nodes only. Each figure says which associations it covers; the same figures are on the web dashboard.",
+    aboutNumbers: "About the numbers: method and protection", coversAll: "Covers all {m} associations.",
     plan: "Participants against plan (project period)", planned: "Planned", started: "Started", ofPlan: "Share of plan",
     noPlan: "no plan", yearOnYear: "Share to work or studies year by year", change: "Change 2021–2022",
     wholeProject: "Whole project", byReferral: "New participants by referral party and quarter", county: "Whole county",
@@ -165,14 +171,18 @@ function missing(...cells) { return cells.some((c) => c && c.missing); }
 function fmtN(n, c) { return c && c.missing ? t("missing") : n === null || n === undefined ? t("suppressed") : String(n); }
 // A share needs every count behind it; where one is withheld the share is "protected", not
 // "fewer than 5" (the counts behind it may be in the hundreds).
-function fmtPct(x, c) { return c && c.missing ? t("missing") : x === null ? t("protected") : (100 * x).toFixed(1) + " %"; }
+function fmtPct(x, c) {
+  if (c && c.missing) return t("missing");
+  if (x === null) return t("protected");
+  return (100 * x).toLocaleString(state.lang === "sv" ? "sv-SE" : "en-GB", { minimumFractionDigits: 1, maximumFractionDigits: 1 }) + " %";
+}
 
 // coverage says which associations a result lacks, when it lacks any.
 function coverage(table) {
   const all = Object.keys(state.layout.associations);
   const have = (table.checks && table.checks.associations) || all;
   const lack = all.filter((a) => !have.includes(a));
-  if (!lack.length) return null;
+  if (!lack.length) return state.report ? el("p", { class: "coverage", text: t("coversAll").replace("{m}", all.length) }) : null;
   const names = lack.map((a) => (state.layout.associations[a] || {})[state.lang] || a).join(", ");
   return el("p", { class: "coverage", text: t("coverage").replace("{n}", have.length).replace("{m}", all.length).replace("{list}", names) });
 }
@@ -233,9 +243,16 @@ function chart(type, labels, datasets, opts) {
   if (opts.height) box.style.height = opts.height + "px";
   const canvas = el("canvas", { role: "img", "aria-label": opts.aria || "" });
   box.appendChild(canvas);
+  if (state.report) {
+    // A printed page has no window to follow: draw at a fixed size, sharp on paper.
+    canvas.width = 1000;
+    canvas.height = opts.height || 320;
+    canvas.style.width = "100%";
+  }
   queueMicrotask(() => {
     state.charts.push(new Chart(canvas, { type, data: { labels, datasets },
-      options: Object.assign({ responsive: true, maintainAspectRatio: false, animation: false }, opts.options || {}) }));
+      options: Object.assign({ responsive: !state.report, maintainAspectRatio: state.report, animation: false, devicePixelRatio: state.report ? 2 : undefined }, opts.options || {}) }));
+    if (state.report) { canvas.style.width = "100%"; canvas.style.height = "auto"; }
   });
   return box;
 }
@@ -355,7 +372,7 @@ const PAGES = {
         if (v === null) attrs.class += " suppressed";
         else if (v === undefined) attrs.class += " missing";
         else attrs.style += ";background:" + colour(v) + (SEQ.indexOf(colour(v)) > 3 ? ";color:#fff" : "");
-        text = v === undefined ? t("missing") : v === null ? t("suppressed") : (measure === "exits" ? String(v) : v.toFixed(1) + " %");
+        text = v === undefined ? t("missing") : v === null ? t("suppressed") : (measure === "exits" ? String(v) : fmtPct(v / 100));
         rows.push([name, text]);
       }
       attrs["aria-label"] = name + ": " + text;
@@ -585,7 +602,72 @@ async function start() {
   await render();
 }
 
+// resolvePeriod reads the report's period: "project" (the widest), a year, or FROM..TO.
+function resolvePeriod(p) {
+  if (!p || p === "project") return state.widest;
+  if (/^\d{4}$/.test(p)) return p + "-01-01|" + p + "-12-31";
+  return p.replace("..", "|");
+}
+
+// runReport renders every page of the dashboard, in order, into one printable document: the
+// same code and the same released results as on screen.
+async function runReport() {
+  const q = new URLSearchParams(location.search);
+  const h = new URLSearchParams(location.hash.slice(1));
+  if (h.get("token")) {
+    sessionStorage.setItem("samsyn-token", h.get("token"));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  state.report = true;
+  state.lang = q.get("lang") === "en" ? "en" : "sv";
+  document.documentElement.lang = state.lang;
+  const main = $("#page");
+  try {
+    state.layout = await (await fetch("/dashboard/layout.json")).json();
+    await loadStudies();
+    state.period = resolvePeriod(q.get("period"));
+    const p = (state.periodList || []).find((x) => x.from + "|" + x.to === state.period);
+    if (!p) throw new Error((state.lang === "sv" ? "Ingen frisläppt studie för perioden " : "No released study for the period ") + state.period.replace("|", " – "));
+    document.title = t("reportTitle") + " – " + periodName(p, state.period === state.widest);
+    main.appendChild(el("section", { class: "report-cover" }, el("h1", { text: t("reportTitle") }),
+      el("p", { class: "report-period", text: t("period") + ": " + periodName(p, state.period === state.widest) }),
+      el("p", { text: t("generated") + " " + fmtDate(new Date().toISOString()) }), el("p", { class: "note", text: t("reportIntro") })));
+    for (const page of ["overview", "map", "patterns", "trends", "whatworks"]) {
+      const sec = el("section", { class: "report-section", "data-section": page }, el("h2", { class: "report-h", text: t(page) }));
+      main.appendChild(sec);
+      await PAGES[page](sec);
+    }
+    const any = state.studies.find((x) => (x.results || []).length);
+    if (any) {
+      const table = await api("/api/v1/studies/" + any.id + "/results/" + any.results[0].query_index);
+      main.appendChild(el("section", { class: "report-section" }, el("h2", { class: "report-h", text: t("aboutNumbers") }),
+        el("p", { text: table.notes.help[state.lang] }), el("p", { text: t("survivalNote") })));
+    }
+  } catch (e) {
+    main.appendChild(el("p", { class: "error", role: "alert", "data-error": "1", text: String(e.message || e) }));
+  }
+  await new Promise((r) => setTimeout(r, 100)); // let the charts draw
+  document.body.dataset.ready = "1";
+}
+
+// snapshot turns the report into one self-contained page: charts become images.
+window.samsynSnapshot = async function () {
+  document.querySelectorAll("canvas").forEach((c) => {
+    const img = el("img", { src: c.toDataURL("image/png"), alt: c.getAttribute("aria-label") || "" });
+    img.style.width = "100%";
+    c.replaceWith(img);
+  });
+  const css = await (await fetch("/dashboard/style.css")).text();
+  document.querySelectorAll("script, link[rel=stylesheet]").forEach((e) => e.remove());
+  document.head.appendChild(el("style", { text: css }));
+  return "<!doctype html>\n" + document.documentElement.outerHTML;
+};
+
 document.addEventListener("DOMContentLoaded", () => {
+  if (document.body.dataset.mode === "report") { runReport(); return; }
+  $("#reportbtn").addEventListener("click", () => {
+    window.open("/dashboard/report.html?period=" + encodeURIComponent((state.period || "").replace("|", "..")) + "&lang=" + state.lang, "_blank");
+  });
   $("#login").addEventListener("submit", (ev) => {
     ev.preventDefault();
     sessionStorage.setItem("samsyn-token", $("#token").value.trim());
