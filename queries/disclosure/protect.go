@@ -382,7 +382,9 @@ func buildFrame(spec Spec, observed []cell) ([]cell, error) {
 			rest = append(rest, c)
 		}
 	}
-	slices.SortFunc(rest, func(a, b cell) int { return strings.Compare(strings.Join(a.dims, "\x00"), strings.Join(b.dims, "\x00")) })
+	slices.SortFunc(rest, func(a, b cell) int {
+		return strings.Compare(strings.Join(a.dims, "\x00"), strings.Join(b.dims, "\x00"))
+	})
 	return append(frame, rest...), nil
 }
 
