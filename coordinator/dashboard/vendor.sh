@@ -6,4 +6,8 @@ cd "$(dirname "$0")"
 npm ci --no-audit --no-fund
 cp node_modules/chart.js/dist/chart.umd.js static/vendor/chart.umd.js
 cp node_modules/chart.js/LICENSE.md static/vendor/chart.js-LICENSE.md
+# axe-core checks the dashboard's accessibility in the browser test; it is never served.
+cp node_modules/axe-core/axe.min.js ../../deploy/e2e/testdata/axe.min.js
+cp node_modules/axe-core/LICENSE ../../deploy/e2e/testdata/axe-core-LICENSE
+echo "vendored axe-core $(node -p 'require("./node_modules/axe-core/package.json").version') for the browser test"
 echo "vendored chart.js $(node -p 'require("./node_modules/chart.js/package.json").version')"

@@ -258,6 +258,36 @@ func TestDashboardE2EInChromium(t *testing.T) {
 	if snapshots != 8 {
 		t.Fatalf("Noder: %d healthy nodes with a snapshot, want 8", snapshots)
 	}
+
+	// Accessibility: axe-core (vendored from npm, never served) on every tab in both
+	// languages finds no serious or critical violation.
+	axe, err := os.ReadFile("testdata/axe.min.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run(chromedp.Evaluate(string(axe), nil))
+	var violations []string
+	for _, lang := range []string{"sv", "en"} {
+		var cur string
+		run(chromedp.Evaluate(`document.documentElement.lang`, &cur))
+		if cur != lang {
+			run(chromedp.Click("#lang", chromedp.ByQuery), chromedp.Sleep(300*time.Millisecond))
+		}
+		for _, page := range []string{"overview", "map", "patterns", "trends", "whatworks", "studies", "nodes"} {
+			var found []string
+			run(chromedp.Click(`nav button[data-page="`+page+`"]`, chromedp.ByQuery), ready(page), chromedp.Sleep(200*time.Millisecond),
+				chromedp.Evaluate(`axe.run(document, {resultTypes: ["violations"]}).then(r => r.violations
+					.filter(v => v.impact === "serious" || v.impact === "critical")
+					.map(v => v.impact + " " + v.id + ": " + v.nodes.slice(0, 3).map(n => n.target.join(" ")).join(", ")))`, &found,
+					func(p *runtime.EvaluateParams) *runtime.EvaluateParams { return p.WithAwaitPromise(true) }))
+			for _, v := range found {
+				violations = append(violations, lang+"/"+page+": "+v)
+			}
+		}
+	}
+	if len(violations) > 0 {
+		t.Fatalf("axe-core: %d serious or critical violations:\n%s", len(violations), strings.Join(violations, "\n"))
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if len(problems) > 0 {

@@ -63,7 +63,7 @@ const T = {
 };
 // Okabe–Ito: safe for the common forms of colour blindness.
 const PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"];
-const SEQ = ["#eff3ff", "#c6dbef", "#9ecae1", "#6baed6", "#3182bd", "#08519c"];
+const SEQ = ["#eff3ff", "#c6dbef", "#9ecae1", "#6baed6", "#2171b5", "#08519c"];
 
 const state = { lang: "sv", page: "overview", period: null, studies: [], layout: null, charts: [] };
 const $ = (s) => document.querySelector(s);
@@ -371,11 +371,11 @@ const PAGES = {
         attrs["data-missing"] = v === undefined ? "true" : "false";
         if (v === null) attrs.class += " suppressed";
         else if (v === undefined) attrs.class += " missing";
+        // White text on the two darkest blues (at least 5:1), dark text on the rest.
         else attrs.style += ";background:" + colour(v) + (SEQ.indexOf(colour(v)) > 3 ? ";color:#fff" : "");
         text = v === undefined ? t("missing") : v === null ? t("suppressed") : (measure === "exits" ? String(v) : fmtPct(v / 100));
         rows.push([name, text]);
       }
-      attrs["aria-label"] = name + ": " + text;
       attrs.title = name + ": " + text;
       grid.appendChild(el("button", attrs, el("span", { text: name }), el("span", { class: "v", text: m.association ? text : "" })));
     }
@@ -428,7 +428,7 @@ const PAGES = {
         })));
       }
       main.appendChild(card(t("methodInAssoc"), coverage(mia),
-        el("div", { class: "scroll" }, tableEl([t("association")].concat(methods.map((m) => label(mia, "method", m))), mrows)), downloads(mia)));
+        el("div", { class: "scroll", tabindex: "0", role: "region", "aria-label": t("methodInAssoc") }, tableEl([t("association")].concat(methods.map((m) => label(mia, "method", m))), mrows)), downloads(mia)));
     }
     if (!any) main.appendChild(card(t("patterns"), el("p", { text: t("none") })));
   },
