@@ -23,7 +23,7 @@ const T = {
     modelNote: "Logistisk regression på {n} avslutade deltagare, varav {e} till arbete eller studier, i {k} förbund. Varje faktor är justerad för de andra. Oddskvot över 1: större chans än jämförelsegruppen; intervall som inte korsar 1 är statistiskt säkerställda. Förbundens underlag summeras krypterat; ingen ser ett enskilt förbunds siffror.",
     survivalTitle: "Andel som ännu inte gått till arbete eller studier, månader från start", months: "Månader från start",
     atStart: "Deltagare vid start", after6: "Kvar efter 6 månader", after12: "Kvar efter 12 månader", fewer10: "färre än 10",
-    report: "Rapport", reportTitle: "Lägesrapport till styrgruppen", generated: "Framtagen",
+    download: "Ladda ner", report: "Rapport", reportTitle: "Lägesrapport till styrgruppen", generated: "Framtagen",
     reportIntro: "Rapporten bygger enbart på frisläppta, skyddade resultat från förbundens noder. Varje figur anger vilka förbund den omfattar; samma figurer finns i översikten på webben.",
     aboutNumbers: "Om siffrorna: metod och skydd", coversAll: "Omfattar alla {m} förbund.",
     plan: "Deltagare mot plan (projektperioden)", planned: "Planerat", started: "Har börjat", ofPlan: "Andel av plan",
@@ -51,7 +51,7 @@ const T = {
     modelNote: "Logistic regression on {n} participants who left, {e} of them to work or studies, in {k} associations. Each factor is adjusted for the others. An odds ratio above 1: a better chance than the reference group; intervals that do not cross 1 are statistically significant. The associations' inputs are summed encrypted; nobody sees one association's figures.",
     survivalTitle: "Share not yet in work or studies, months from the start", months: "Months from the start",
     atStart: "Participants at start", after6: "Remaining after 6 months", after12: "Remaining after 12 months", fewer10: "fewer than 10",
-    report: "Report", reportTitle: "Status report to the steering group", generated: "Produced",
+    download: "Download", report: "Report", reportTitle: "Status report to the steering group", generated: "Produced",
     reportIntro: "The report is built from released, protected results from the associations' nodes only. Each figure says which associations it covers; the same figures are on the web dashboard.",
     aboutNumbers: "About the numbers: method and protection", coversAll: "Covers all {m} associations.",
     plan: "Participants against plan (project period)", planned: "Planned", started: "Started", ofPlan: "Share of plan",
@@ -225,9 +225,12 @@ async function download(ref, format) {
 }
 
 function downloads(table) {
-  const d = el("div", { class: "downloads" });
+  // Each pair says which table it downloads: a card may offer more than one.
+  const title = table.title[state.lang];
+  const d = el("div", { class: "downloads", role: "group", "aria-label": t("download") + ": " + title },
+    el("span", { class: "muted", text: t("download") + " ”" + title + "”:" }));
   for (const f of ["csv", "xlsx"]) {
-    const b = el("button", { type: "button", "data-download": f, "data-query": table.ref.query, text: t(f) });
+    const b = el("button", { type: "button", "data-download": f, "data-query": table.ref.query, text: f.toUpperCase(), "aria-label": t(f) + ": " + title });
     b.addEventListener("click", () => download(table.ref, f));
     d.appendChild(b);
   }
