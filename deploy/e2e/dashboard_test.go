@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -160,6 +161,15 @@ func TestDashboardE2EInChromium(t *testing.T) {
 	}
 	if !strings.Contains(coverage, "7 av 8") || !strings.Contains(coverage, "Roslagen") {
 		t.Fatalf("Översikt: coverage note %q", coverage)
+	}
+	// Drill-down: the chosen association's municipalities, each with its released shares.
+	var drill []string
+	run(chromedp.Evaluate(`(() => { const s = document.querySelector('#drill'); s.value = 'hbs'; s.dispatchEvent(new Event('change')); })()`, nil),
+		chromedp.Sleep(300*time.Millisecond), ready("overview"),
+		chromedp.Evaluate(`[...document.querySelector('#drill').closest('section').querySelectorAll('tbody tr td:first-child')].map(td => td.textContent)`, &drill))
+	slices.Sort(drill)
+	if strings.Join(drill, ",") != "Botkyrka,Huddinge,Salem" {
+		t.Fatalf("Översikt: the drill-down into HBS lists %v", drill)
 	}
 
 	// The language toggle switches the page's words and the code lists' labels.

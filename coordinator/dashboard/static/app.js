@@ -23,7 +23,7 @@ const T = {
     modelNote: "Logistisk regression på {n} avslutade deltagare, varav {e} till arbete eller studier, i {k} förbund. Varje faktor är justerad för de andra. Oddskvot över 1: större chans än jämförelsegruppen; intervall som inte korsar 1 är statistiskt säkerställda. Förbundens underlag summeras krypterat; ingen ser ett enskilt förbunds siffror.",
     survivalTitle: "Andel som ännu inte gått till arbete eller studier, månader från start", months: "Månader från start",
     atStart: "Deltagare vid start", after6: "Kvar efter 6 månader", after12: "Kvar efter 12 månader", fewer10: "färre än 10",
-    download: "Ladda ner", report: "Rapport", reportTitle: "Lägesrapport till styrgruppen", generated: "Framtagen",
+    drill: "Förbundets kommuner", municipality: "Kommun", download: "Ladda ner", report: "Rapport", reportTitle: "Lägesrapport till styrgruppen", generated: "Framtagen",
     reportIntro: "Rapporten bygger enbart på frisläppta, skyddade resultat från förbundens noder. Varje figur anger vilka förbund den omfattar; samma figurer finns i översikten på webben.",
     aboutNumbers: "Om siffrorna: metod och skydd", coversAll: "Omfattar alla {m} förbund.",
     plan: "Deltagare mot plan (projektperioden)", planned: "Planerat", started: "Har börjat", ofPlan: "Andel av plan",
@@ -51,7 +51,7 @@ const T = {
     modelNote: "Logistic regression on {n} participants who left, {e} of them to work or studies, in {k} associations. Each factor is adjusted for the others. An odds ratio above 1: a better chance than the reference group; intervals that do not cross 1 are statistically significant. The associations' inputs are summed encrypted; nobody sees one association's figures.",
     survivalTitle: "Share not yet in work or studies, months from the start", months: "Months from the start",
     atStart: "Participants at start", after6: "Remaining after 6 months", after12: "Remaining after 12 months", fewer10: "fewer than 10",
-    download: "Download", report: "Report", reportTitle: "Status report to the steering group", generated: "Produced",
+    drill: "The association's municipalities", municipality: "Municipality", download: "Download", report: "Report", reportTitle: "Status report to the steering group", generated: "Produced",
     reportIntro: "The report is built from released, protected results from the associations' nodes only. Each figure says which associations it covers; the same figures are on the web dashboard.",
     aboutNumbers: "About the numbers: method and protection", coversAll: "Covers all {m} associations.",
     plan: "Participants against plan (project period)", planned: "Planned", started: "Started", ofPlan: "Share of plan",
@@ -281,11 +281,32 @@ const PAGES = {
       chart("bar", names, [
         { label: t("workStudies"), data: wsShare, backgroundColor: PALETTE[0] },
         { label: t("ordinary"), data: ordShare, backgroundColor: PALETTE[1] },
-        line(30, t("target30"), PALETTE[5]), line(40, t("target40"), PALETTE[7]),
+        // Each target line in the colour of the bars it is the target of.
+        line(30, t("target30"), PALETTE[0]), line(40, t("target40"), PALETTE[1]),
       ], { aria: t("workStudies"), options: { scales: { y: { min: 0, max: 100, title: { display: true, text: "%" } } } } }),
       coverage(exits),
       tableEl([t("association"), t("participants"), t("exits"), t("workStudies"), t("ordinary")], rows),
       downloads(exits), parts ? downloads(parts) : null));
+
+    // Drill-down: one association's municipalities, from the same released targets by municipality.
+    const mun = await result("targets_by_municipality");
+    if (mun) {
+      const pick = state.drill || assocs[0];
+      const sel = el("select", { id: "drill", "aria-label": t("association") });
+      for (const a of assocs) {
+        const o = el("option", { value: a, text: label(exits, "association", a) });
+        if (a === pick) o.selected = true;
+        sel.appendChild(o);
+      }
+      sel.addEventListener("change", () => { state.drill = sel.value; render(); });
+      const mrows = state.layout.municipalities.filter((m) => m.association === pick).map((m) => {
+        const { s: a1, total } = groupShare(mun, { municipality: m.code }, "work_or_studies");
+        const { s: a2 } = groupShare(mun, { municipality: m.code }, "ordinary_programme");
+        return [m.label[state.lang], fmtN(total ? total.n : null, total), fmtPct(a1, total), fmtPct(a2, total)];
+      });
+      main.appendChild(card(t("drill"), el("label", {}, t("association") + " ", sel), coverage(mun),
+        tableEl([t("municipality"), t("exits"), t("workStudies"), t("ordinary")], mrows), downloads(mun)));
+    }
 
     // Progress against each association's plan: participants who started in the project period.
     const inflow = await result("inflow_by_quarter", state.widest);
@@ -415,7 +436,7 @@ const PAGES = {
       }
       main.appendChild(card(table.title[state.lang], coverage(table),
         chart("bar", names, [{ label: t("workStudies"), data: shares, backgroundColor: PALETTE[2] },
-          { type: "line", label: t("target30"), data: names.map(() => 30), borderColor: PALETTE[5], borderDash: [6, 4], pointRadius: 0 }],
+          { type: "line", label: t("target30"), data: names.map(() => 30), borderColor: PALETTE[2], borderDash: [6, 4], pointRadius: 0 }],
         { aria: table.title[state.lang], options: { indexAxis: "x", scales: { y: { min: 0, max: 100 } } } }),
         tableEl([t("dimension"), t("exits"), t("workStudies")], rows), downloads(table)));
     }
@@ -563,6 +584,8 @@ async function render() {
   const main = $("#page");
   main.innerHTML = "";
   main.setAttribute("data-page", state.page);
+  const pp = (state.periodList || []).find((x) => x.from + "|" + x.to === state.period);
+  main.setAttribute("data-print", t("title") + " · " + t(state.page) + " · " + t("period") + ": " + (pp ? periodName(pp, state.period === state.widest) : ""));
   main.setAttribute("aria-busy", "true");
   try {
     await PAGES[state.page](main);
