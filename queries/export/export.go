@@ -101,9 +101,12 @@ func JSON(w io.Writer, sc *arrow.Schema, recs ...arrow.Record) error {
 	return enc.Encode(rows)
 }
 
-// Parquet writes the records as one zstd-compressed Parquet file.
+// Parquet writes the records as one zstd-compressed Parquet file. The root of its schema is
+// written as required, as DuckDB and Spark write it: the Arrow writer's default (repeated, an
+// old parquet-mr habit) makes readers that honour it, such as hyparquet, look for
+// repetition levels the pages do not have and fail, whatever the compression.
 func Parquet(w io.Writer, sc *arrow.Schema, recs ...arrow.Record) error {
-	props := parquet.NewWriterProperties(parquet.WithCompression(compress.Codecs.Zstd))
+	props := parquet.NewWriterProperties(parquet.WithCompression(compress.Codecs.Zstd), parquet.WithRootRepetition(parquet.Repetitions.Required))
 	pw, err := pqarrow.NewFileWriter(sc, w, props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
 	if err != nil {
 		return err
