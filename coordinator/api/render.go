@@ -92,7 +92,7 @@ var Notes = map[string]schemas.Text{
 	"other":      {SV: "Övrigt/okänt", EN: "Other/unknown"},
 	"missing":    {SV: "saknas (förbundet ingår inte i resultatet)", EN: "missing (the association is not in the result)"},
 	"help": {
-		SV: "Varje förbund lägger ett litet slumpmässigt brus (högst ±2) på sina egna antal enligt cellnyckelmetoden, och antalen summeras krypterat så att ingen – inte heller samordnaren – ser ett förbunds siffror. Skyddet tillämpas en gång, på länets summa: celler med färre än 5 deltagare visas inte (\"färre än 5\"), och inte heller tomma celler, så att ingen enskild person kan pekas ut. Samma grupp personer får alltid samma brus, så summor kan skilja sig något från totalerna. Medelvärden visas först när minst 10 personer bidrar och inget enskilt värde dominerar. Celler som bara ett förbund som saknas i resultatet kunde fylla visas som \"saknas\", aldrig som 0.",
+		SV: "Varje förbund lägger ett litet slumpmässigt brus (högst ±2) på sina egna antal enligt cellnyckelmetoden, och antalen summeras krypterat så att ingen – inte heller samordnaren – ser ett förbunds siffror. Skyddet tillämpas en gång, på länets summa: celler med färre än 5 deltagare visas inte (\"färre än 5\"), och inte heller tomma celler, så att ingen enskild person kan pekas ut. Samma grupp personer får alltid samma brus, så summor kan skilja sig något från totalerna. Medelvärden visas först när minst 10 personer bidrar och inget enskilt värde är så stort att det går att räkna ut. Celler som bara ett förbund som saknas i resultatet kunde fylla visas som \"saknas\", aldrig som 0.",
 		EN: "Each association adds a small random noise (at most ±2) to its own counts by the cell key method, and the counts are summed encrypted so that nobody – the coordinator included – sees one association's figures. Protection is applied once, to the county's sum: cells with fewer than 5 participants are not shown (\"fewer than 5\"), nor are empty cells, so that no individual can be singled out. The same group of people always gets the same noise, so sums may differ slightly from totals. Means are shown only where at least 10 people contribute and no single value dominates. Cells that only an association missing from the result could fill show as \"missing\", never as 0.",
 	},
 }
@@ -180,15 +180,36 @@ var columnTitles = map[string]schemas.Text{
 	"upper":       {SV: "Övre 95 %-gräns", EN: "Upper 95 % limit"},
 }
 
+// measureNames name the measures that are computed in a view rather than read from a column.
+var measureNames = map[string]schemas.Text{
+	"months_in_project": {SV: "Månader i projektet", EN: "Months in the project"},
+}
+
 func measureTitle(m queries.Measure) schemas.Text {
 	if t, ok := columnTitles[m.Name]; ok {
 		return t
 	}
-	name := strings.ReplaceAll(m.Name, "_", " ")
-	if m.Agg == "mean" {
-		return schemas.Text{SV: "Medelvärde " + name, EN: "Mean " + name}
+	// The measure's own words: the schema column of that name, else a known banding's.
+	title := schemas.Text{SV: strings.ReplaceAll(m.Name, "_", " "), EN: strings.ReplaceAll(m.Name, "_", " ")}
+	if t, ok := measureNames[m.Name]; ok {
+		title = t
+	} else {
+		for _, tb := range schemas.V1().Tables {
+			if c, ok := tb.Column(m.Name); ok {
+				title = c.Title
+			}
+		}
 	}
-	return schemas.Text{SV: "Summa " + name, EN: "Sum " + name}
+	lower := func(s string) string {
+		if s == "" {
+			return s
+		}
+		return strings.ToLower(s[:1]) + s[1:]
+	}
+	if m.Agg == "mean" {
+		return schemas.Text{SV: "Medelvärde: " + lower(title.SV), EN: "Mean " + lower(title.EN)}
+	}
+	return schemas.Text{SV: "Summa: " + lower(title.SV), EN: "Sum of " + lower(title.EN)}
 }
 
 func (s *Server) render(w http.ResponseWriter, r *http.Request, st *study.Study, res state.Result) {

@@ -23,6 +23,10 @@ const T = {
     modelNote: "Logistisk regression på {n} avslutade deltagare, varav {e} till arbete eller studier, i {k} förbund. Varje faktor är justerad för de andra. Oddskvot över 1: större chans än jämförelsegruppen; intervall som inte korsar 1 är statistiskt säkerställda. Förbundens underlag summeras krypterat; ingen ser ett enskilt förbunds siffror.",
     survivalTitle: "Andel som ännu inte gått till arbete eller studier, månader från start", months: "Månader från start",
     atStart: "Deltagare vid start", after6: "Kvar efter 6 månader", after12: "Kvar efter 12 månader", fewer10: "färre än 10",
+    whySuppressed: "Färre än 5 personer i gruppen: antalet visas inte, så att ingen kan pekas ut.",
+    whyProtected: "Andelen visas inte eftersom dess täljare eller nämnare har färre än 5 personer.",
+    whyFewer10: "Färre än 10 personer i gruppen från start: kurvan visas inte.",
+    whyMissing: "Förbundet ingår inte i resultatet (svarade inte eller avböjde): okänt, inte 0.",
     drill: "Förbundets kommuner", municipality: "Kommun", download: "Ladda ner", report: "Rapport", reportTitle: "Lägesrapport till styrgruppen", generated: "Framtagen",
     reportIntro: "Rapporten bygger enbart på frisläppta, skyddade resultat från förbundens noder. Varje figur anger vilka förbund den omfattar; samma figurer finns i översikten på webben.",
     aboutNumbers: "Om siffrorna: metod och skydd", coversAll: "Omfattar alla {m} förbund.",
@@ -51,6 +55,10 @@ const T = {
     modelNote: "Logistic regression on {n} participants who left, {e} of them to work or studies, in {k} associations. Each factor is adjusted for the others. An odds ratio above 1: a better chance than the reference group; intervals that do not cross 1 are statistically significant. The associations' inputs are summed encrypted; nobody sees one association's figures.",
     survivalTitle: "Share not yet in work or studies, months from the start", months: "Months from the start",
     atStart: "Participants at start", after6: "Remaining after 6 months", after12: "Remaining after 12 months", fewer10: "fewer than 10",
+    whySuppressed: "Fewer than 5 people in the group: the count is not shown, so that nobody can be singled out.",
+    whyProtected: "The share is not shown because its numerator or denominator has fewer than 5 people.",
+    whyFewer10: "Fewer than 10 people in the group at the start: the curve is not shown.",
+    whyMissing: "The association is not in the result (did not answer or declined): unknown, not 0.",
     drill: "The association's municipalities", municipality: "Municipality", download: "Download", report: "Report", reportTitle: "Status report to the steering group", generated: "Produced",
     reportIntro: "The report is built from released, protected results from the associations' nodes only. Each figure says which associations it covers; the same figures are on the web dashboard.",
     aboutNumbers: "About the numbers: method and protection", coversAll: "Covers all {m} associations.",
@@ -204,16 +212,24 @@ function tableEl(headers, rows) {
   headers.forEach((h) => head.appendChild(el("th", { scope: "col", text: h })));
   tb.appendChild(el("thead", {}, head));
   const body = el("tbody");
+  const seen = new Set();
   for (const r of rows) {
     const tr = el("tr");
     r.forEach((v, i) => {
-      const sup = v === t("suppressed") || v === t("protected"), miss = v === t("missing");
-      tr.appendChild(el("td", { class: (i > 0 ? "num" : "") + (sup ? " suppressed" : "") + (miss ? " missing" : ""), text: v }));
+      const sup = v === t("suppressed") || v === t("protected") || v === t("fewer10"), miss = v === t("missing");
+      // Why a value is hidden, on hover and to screen readers: the legend's words.
+      const why = v === t("suppressed") ? t("whySuppressed") : v === t("protected") ? t("whyProtected") : v === t("fewer10") ? t("whyFewer10") : miss ? t("whyMissing") : null;
+      const td = el("td", { class: (i > 0 ? "num" : "") + (sup ? " suppressed" : "") + (miss ? " missing" : ""), text: v });
+      if (why) { td.title = why; seen.add(v); }
+      tr.appendChild(td);
     });
     body.appendChild(tr);
   }
   tb.appendChild(body);
-  return tb;
+  if (!seen.size) return tb;
+  // A legend under the table says why each kind of hidden value is hidden.
+  const why = { [t("suppressed")]: t("whySuppressed"), [t("protected")]: t("whyProtected"), [t("fewer10")]: t("whyFewer10"), [t("missing")]: t("whyMissing") };
+  return el("div", {}, tb, el("p", { class: "legend-note muted" }, ...[...seen].map((v) => el("span", { text: "”" + v + "”: " + why[v] + " " }))));
 }
 
 async function download(ref, format) {
