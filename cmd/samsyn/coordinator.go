@@ -85,6 +85,6 @@ func newCoordinatorCmd(g *globals) *cobra.Command {
 		},
 	}
 	serve.Flags().StringVar(&cfgPath, "config", "", "the coordinator's coordinator.yaml")
-	cmd.AddCommand(serve)
+	cmd.AddCommand(serve, newCoordinatorBackupCmd(g))
 	return cmd
 }

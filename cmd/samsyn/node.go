@@ -29,7 +29,7 @@ func newNodeCmd(g *globals) *cobra.Command {
 		Use:   "node",
 		Short: "Set up and run an association's node",
 	}
-	cmd.AddCommand(newNodeInitCmd(g), newNodeImportCmd(g), newNodeStatusCmd(g), newNodeServeCmd(g), newNodeAuditCmd(g), newNodePreviewCmd(g), newNodeAggKeyCmd(g))
+	cmd.AddCommand(newNodeInitCmd(g), newNodeImportCmd(g), newNodeStatusCmd(g), newNodeServeCmd(g), newNodeAuditCmd(g), newNodePreviewCmd(g), newNodeAggKeyCmd(g), newNodeBackupCmd(g), newNodeRestoreCmd(g))
 	return cmd
 }
 

@@ -447,3 +447,35 @@ FROM dispatches WHERE state = 'released' AND head IS NOT NULL`)
 	}
 	return out, rows.Err()
 }
+
+// Backup writes a consistent copy of the state database at path to out (which must not
+// exist), while the coordinator may be running: SQLite's VACUUM INTO reads one snapshot.
+func Backup(ctx context.Context, path, out string) error {
+	if _, err := os.Stat(out); err == nil {
+		return fmt.Errorf("%s exists: choose a new file", out)
+	}
+	q := url.Values{}
+	q.Set("mode", "ro")
+	q.Set("_busy_timeout", "15000")
+	db, err := sql.Open("sqlite3", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, "VACUUM INTO ?", out); err != nil {
+		return fmt.Errorf("back up coordinator state %s: %w", path, err)
+	}
+	if err := os.Chmod(out, 0o600); err != nil {
+		return err
+	}
+	var ok string
+	check, err := sql.Open("sqlite3", "file:"+out+"?mode=ro")
+	if err != nil {
+		return err
+	}
+	defer check.Close()
+	if err := check.QueryRowContext(ctx, "PRAGMA integrity_check").Scan(&ok); err != nil || ok != "ok" {
+		return fmt.Errorf("the backup %s does not pass SQLite's integrity check: %s %v", out, ok, err)
+	}
+	return nil
+}

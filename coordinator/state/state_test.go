@@ -3,6 +3,7 @@ package state
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -69,5 +70,39 @@ func TestStudyLifecycleSurvivesRestart(t *testing.T) {
 	}
 	if _, err := s.Study(ctx, "st-nope"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("unknown study: %v", err)
+	}
+}
+
+func TestABackupOfARunningStoreRestoresEveryStudy(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := open(t, filepath.Join(dir, "state.sqlite"))
+	defer s.Close()
+	var ids []string
+	for i := 0; i < 5; i++ {
+		st := &study.Study{ID: study.NewID(), Title: "t", Purpose: "p", Evaluator: "eva", State: study.Submitted, CreatedAt: time.Now(),
+			Queries: []study.Query{{ID: "q", Hash: "h"}}, Associations: []string{"hbs"}}
+		if err := s.CreateStudy(ctx, st, "eva"); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, st.ID)
+	}
+	out := filepath.Join(dir, "backup.sqlite")
+	// The store stays open, as in a running coordinator.
+	if err := Backup(ctx, filepath.Join(dir, "state.sqlite"), out); err != nil {
+		t.Fatal(err)
+	}
+	if err := Backup(ctx, filepath.Join(dir, "state.sqlite"), out); err == nil {
+		t.Fatal("a backup over an existing file")
+	}
+	if fi, err := os.Stat(out); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("backup file: %v %v", err, fi.Mode())
+	}
+	restored := open(t, out)
+	defer restored.Close()
+	for _, id := range ids {
+		if _, err := restored.Study(ctx, id); err != nil {
+			t.Fatalf("study %s not in the backup: %v", id, err)
+		}
 	}
 }
