@@ -50,9 +50,12 @@ type Options struct {
 	MaxBytes   int           // output check; 32 MiB when zero
 	Parallel   int           // studies run at once; 8 when zero
 	Audit      *audit.Writer
-	Allocator  memory.Allocator
-	Logger     *slog.Logger
-	Registerer prometheus.Registerer
+	// StandingEvery spaces the checks for due reruns of standing studies: 1 min when zero,
+	// never when negative.
+	StandingEvery time.Duration
+	Allocator     memory.Allocator
+	Logger        *slog.Logger
+	Registerer    prometheus.Registerer
 }
 
 // Coordinator runs studies across the federation.
@@ -290,6 +293,27 @@ func (c *Coordinator) Start(ctx context.Context) {
 		defer c.wg.Done()
 		c.watch(ctx)
 	}()
+	if every := c.o.StandingEvery; every >= 0 {
+		if every == 0 {
+			every = time.Minute
+		}
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			t := time.NewTicker(every)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+				if _, err := c.RerunStanding(ctx, time.Now(), false); err != nil && ctx.Err() == nil {
+					c.logger.Error("standing studies: reruns not started", "err", err)
+				}
+			}
+		}()
+	}
 	parallel := c.o.Parallel
 	if parallel <= 0 {
 		parallel = 8
@@ -486,7 +510,7 @@ func (c *Coordinator) process(ctx context.Context, s *study.Study) error {
 // A cohort of two or more asks for a masked contribution to round round of that cohort.
 func (c *Coordinator) ticketFunc(s *study.Study, qi int, assoc string, approval study.Approval, cohort []string, round int) func() ([]byte, error) {
 	q := s.Queries[qi]
-	tkt := wire.Ticket{StudyID: s.ID, QueryID: q.ID, QueryHash: q.Hash, Params: q.Params, CatalogSignature: c.o.Signatures.Signature(q.ID),
+	tkt := wire.Ticket{StudyID: s.TicketStudy(), Run: s.Run, Until: standingUntil(s), QueryID: q.ID, QueryHash: q.Hash, Params: q.Params, CatalogSignature: c.o.Signatures.Signature(q.ID),
 		Association: assoc, Approval: approval.Signatures[qi], Cohort: cohort, Round: round}
 	return func() ([]byte, error) {
 		t := tkt
@@ -530,3 +554,11 @@ func decode(raw []byte, mem memory.Allocator) (arrow.Record, error) { return wir
 
 // Decode reads a stored result's table (Arrow IPC stream).
 func Decode(raw []byte) (arrow.Record, error) { return wire.DecodeIPC(raw, memory.DefaultAllocator) }
+
+// standingUntil is the end of a standing study's approvals (zero for a one-off study).
+func standingUntil(s *study.Study) time.Time {
+	if s.Standing == nil {
+		return time.Time{}
+	}
+	return s.Standing.Until
+}

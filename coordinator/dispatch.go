@@ -228,7 +228,7 @@ func (c *Coordinator) dispatch(ctx context.Context, s *study.Study, approved map
 			continue
 		}
 		check := func(md map[string]string, rec arrow.Record, assoc string) ([]byte, error) {
-			if err := checkProvenance(md, s.ID, q, assoc); err != nil {
+			if err := checkProvenance(md, s.TicketStudy(), q, assoc); err != nil {
 				return nil, err
 			}
 			return encode(rec)

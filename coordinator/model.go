@@ -130,7 +130,7 @@ func (c *Coordinator) modelStep(ctx context.Context, s *study.Study, qi int, app
 	var mu sync.Mutex // check runs once per node, concurrently
 	vecs := map[string][]uint64{}
 	check := func(md map[string]string, rec arrow.Record, assoc string) ([]byte, error) {
-		if err := checkProvenance(md, s.ID, q, assoc); err != nil {
+		if err := checkProvenance(md, s.TicketStudy(), q, assoc); err != nil {
 			return nil, err
 		}
 		switch {
@@ -172,7 +172,7 @@ func (c *Coordinator) modelStep(ctx context.Context, s *study.Study, qi int, app
 // modelTicketFunc is ticketFunc for one model step.
 func (c *Coordinator) modelTicketFunc(s *study.Study, qi int, assoc string, approval study.Approval, cohort []string, round, step int, beta []float64) func() ([]byte, error) {
 	q := s.Queries[qi]
-	tkt := wire.Ticket{StudyID: s.ID, QueryID: q.ID, QueryHash: q.Hash, Params: q.Params, CatalogSignature: c.o.Signatures.Signature(q.ID),
+	tkt := wire.Ticket{StudyID: s.TicketStudy(), Run: s.Run, Until: standingUntil(s), QueryID: q.ID, QueryHash: q.Hash, Params: q.Params, CatalogSignature: c.o.Signatures.Signature(q.ID),
 		Association: assoc, Approval: approval.Signatures[qi], Cohort: cohort, Round: round, Step: step, State: slices.Clone(beta)}
 	return func() ([]byte, error) {
 		t := tkt

@@ -106,7 +106,7 @@ func (c *Coordinator) dispatchPooled(ctx context.Context, s *study.Study, qi int
 		if len(targets) > 0 {
 			md := map[string]string{wire.MetaCohort: strings.Join(cohort, ","), wire.MetaRound: strconv.Itoa(round)}
 			check := func(md map[string]string, rec arrow.Record, assoc string) ([]byte, error) {
-				return c.checkContribution(md, rec, s.ID, q, assoc, cohort, round, layout)
+				return c.checkContribution(md, rec, s.TicketStudy(), q, assoc, cohort, round, layout)
 			}
 			got, bad, err := c.runFanOut(ctx, s, qi, targets, avail, check, md, c.o.Store.PutRound)
 			if err != nil {
@@ -154,7 +154,7 @@ func (c *Coordinator) dispatchAlone(ctx context.Context, s *study.Study, qi int,
 		return missingOf(approving, nil), nil
 	}
 	check := func(md map[string]string, rec arrow.Record, a string) ([]byte, error) {
-		if err := checkProvenance(md, s.ID, q, a); err != nil {
+		if err := checkProvenance(md, s.TicketStudy(), q, a); err != nil {
 			return nil, err
 		}
 		return encode(rec)

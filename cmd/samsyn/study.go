@@ -121,6 +121,8 @@ The study file (YAML; unknown fields are refused):
     - {id: what_works, params: {from: 2020-04-01, to: 2022-09-30}}
   associations: all                        # or a list: [hbs, varna]; a model needs two or more
   on_node_failure: partial                 # partial (release what answered, marked) or fail
+  standing: {months: 12, schedule: new_data}   # optional: approved once, rerun each quarter
+                                           # (quarterly) or when a node's data changes (new_data)
 
 Each association's data owner then approves (samsyn study approve) or refuses.`,
 		Args: cobra.ExactArgs(1),
@@ -355,7 +357,24 @@ Each association's data owner then approves (samsyn study approve) or refuses.`,
 		},
 	}
 	list.Flags().StringVar(&stateFlag, "state", "", "only studies in this state (awaiting_approval, running, released, failed, refused)")
-	cmd.AddCommand(submit, approve, refuse, status, results, list)
+	revoke := &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Withdraw your association's standing approval of a standing study: no later run asks it",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := cf.client()
+			if err != nil {
+				return err
+			}
+			var after study.Study
+			if _, err := c.do(cmd.Context(), "POST", "/api/v1/studies/"+args[0]+"/revoke", "", nil, &after); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "revoked the standing approval of %s; no later run asks your association\n", after.ID)
+			return nil
+		},
+	}
+	cmd.AddCommand(submit, approve, refuse, status, results, list, revoke)
 	return cmd
 }
 

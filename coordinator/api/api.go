@@ -71,6 +71,7 @@ func New(c *coordinator.Coordinator, store *state.Store, tokens []Token, logger 
 	s.handle("GET /api/v1/studies/{id}", anyone, s.study)
 	s.handle("GET /api/v1/studies/{id}/approvals", anyone, s.approvals)
 	s.handle("POST /api/v1/studies/{id}/approvals", []string{RolePrefix}, s.decide)
+	s.handle("POST /api/v1/studies/{id}/revoke", []string{RolePrefix}, s.revoke)
 	s.handle("GET /api/v1/studies/{id}/results", anyone, s.results)
 	s.handle("GET /api/v1/studies/{id}/results/{query}", anyone, s.result)
 	s.handle("GET /api/v1/whoami", anyone, func(w http.ResponseWriter, r *http.Request, u User) {
@@ -421,6 +422,24 @@ func (s *Server) decide(w http.ResponseWriter, r *http.Request, u User) {
 	if err := s.c.Decide(r.Context(), st.ID, a); err != nil {
 		if errors.Is(err, study.ErrInvalid) {
 			writeError(w, http.StatusBadRequest, "bad_decision", err.Error())
+			return
+		}
+		s.storeError(w, err)
+		return
+	}
+	st, _ = s.store.Study(r.Context(), st.ID)
+	writeJSON(w, http.StatusOK, st)
+}
+
+// revoke withdraws the caller's association's standing approval of a study.
+func (s *Server) revoke(w http.ResponseWriter, r *http.Request, u User) {
+	st, ok := s.load(w, r, u)
+	if !ok {
+		return
+	}
+	if err := s.c.Revoke(r.Context(), st.ID, u.Association()); err != nil {
+		if errors.Is(err, coordinator.ErrNotStanding) || errors.Is(err, study.ErrInvalid) {
+			writeError(w, http.StatusBadRequest, "bad_revocation", err.Error())
 			return
 		}
 		s.storeError(w, err)

@@ -36,6 +36,8 @@ type Config struct {
 	// TokensFile lists API users: name, role and the SHA-256 of their bearer token.
 	TokensFile string             `yaml:"tokens_file"`
 	FanOut     FanOut             `yaml:"fanout"`
+	// StandingEvery spaces the checks for due reruns of standing studies (1m when zero).
+	StandingEvery time.Duration `yaml:"standing_every"`
 	Nodes      []Node             `yaml:"nodes"`
 	Policy     *disclosure.Policy `yaml:"policy"`
 

@@ -87,7 +87,7 @@ func Run(ctx context.Context, o Options) error {
 		nodes = append(nodes, coordinator.Node{Association: n.Association, Client: c, ApprovalKey: o.ApprovalKeys[n.Association], Health: c.Healthy, Status: c.Status})
 	}
 	coord, err := coordinator.New(coordinator.Options{ID: cfg.ID, Store: st, Catalog: cat, Signatures: sigs, Nodes: nodes,
-		TicketKey: o.TicketKey, Policy: cfg.EffectivePolicy(), Audit: log, Logger: o.Logger, Registerer: o.Registry,
+		TicketKey: o.TicketKey, Policy: cfg.EffectivePolicy(), Audit: log, Logger: o.Logger, Registerer: o.Registry, StandingEvery: cfg.StandingEvery,
 		FanOut: fanout.Options{NodeTimeout: cfg.FanOut.NodeTimeout, Retries: cfg.FanOut.Retries, Backoff: cfg.FanOut.Backoff}})
 	if err != nil {
 		return err

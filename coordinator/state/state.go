@@ -479,3 +479,38 @@ func Backup(ctx context.Context, path, out string) error {
 	}
 	return nil
 }
+
+// Revoke records that association withdrew its standing approval of study id.
+func (s *Store) Revoke(ctx context.Context, id, association string, at time.Time) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return s.wrote(err)
+	}
+	defer tx.Rollback()
+	var body string
+	if err := tx.QueryRowContext(ctx, `SELECT body FROM studies WHERE id = ?`, id).Scan(&body); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("study %s: %w", id, ErrNotFound)
+		}
+		return err
+	}
+	var st study.Study
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		return err
+	}
+	if st.Revoked == nil {
+		st.Revoked = map[string]time.Time{}
+	}
+	if _, done := st.Revoked[association]; done {
+		return fmt.Errorf("%w: %s has already revoked study %s", ErrConflict, association, id)
+	}
+	st.Revoked[association] = at.UTC()
+	raw, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE studies SET body = ? WHERE id = ?`, string(raw), id); err != nil {
+		return s.wrote(err)
+	}
+	return s.wrote(tx.Commit())
+}

@@ -58,6 +58,28 @@ type Request struct {
 	Queries       []QueryReq   `yaml:"queries" json:"queries"`
 	Associations  Associations `yaml:"associations" json:"associations"`
 	OnNodeFailure string       `yaml:"on_node_failure" json:"on_node_failure"`
+	// Standing asks for a standing study: approved once, rerun on a schedule until the
+	// approvals end.
+	Standing *StandingReq `yaml:"standing,omitempty" json:"standing,omitempty"`
+}
+
+// StandingReq is the standing part of a study file.
+type StandingReq struct {
+	Months   int    `yaml:"months" json:"months"`     // how long the approvals hold, 1–24
+	Schedule string `yaml:"schedule" json:"schedule"` // quarterly, or new_data (when a node's data changes)
+}
+
+// Schedules of a standing study.
+const (
+	ScheduleQuarterly = "quarterly"
+	ScheduleNewData   = "new_data"
+)
+
+// Standing is a standing study's terms: its approvals hold until Until.
+type Standing struct {
+	Months   int       `json:"months"`
+	Schedule string    `json:"schedule"`
+	Until    time.Time `json:"until"`
 }
 
 // QueryReq is one catalog query of a request.
@@ -118,6 +140,31 @@ type Study struct {
 	OnNodeFailure string    `json:"on_node_failure"`
 	State         State     `json:"state"`
 	CreatedAt     time.Time `json:"created_at"`
+	Standing      *Standing `json:"standing,omitempty"`
+	// Parent and Run mark a rerun of a standing study: its tickets carry the parent's id
+	// (the one the approvals sign) and the run number.
+	Parent string `json:"parent,omitempty"`
+	Run    int    `json:"run,omitempty"`
+	// Revoked lists, for a standing study, the associations whose data owners withdrew their
+	// standing approval, and when: no later run asks them.
+	Revoked map[string]time.Time `json:"revoked,omitempty"`
+}
+
+// TicketStudy is the study id a node sees for s: the standing parent's for a rerun.
+func (s *Study) TicketStudy() string {
+	if s.Parent != "" {
+		return s.Parent
+	}
+	return s.ID
+}
+
+// approvalMessage is what the data owner signs for query i of s.
+func (s *Study) approvalMessage(association string, i int) []byte {
+	q := s.Queries[i]
+	if s.Standing != nil {
+		return wire.StandingApprovalMessage(s.TicketStudy(), association, q.ID, q.Hash, q.Params, s.Standing.Until)
+	}
+	return wire.ApprovalMessage(s.TicketStudy(), association, q.ID, q.Hash, q.Params)
 }
 
 // NewID returns a fresh study id.
@@ -186,6 +233,17 @@ func Validate(r *Request, cat *queries.Catalog, federation []string, evaluator s
 			}
 		}
 	}
+	if st := r.Standing; st != nil {
+		switch {
+		case st.Months < 1 || st.Months > 24:
+			errs = append(errs, fmt.Errorf("standing.months: %d: expected 1 to 24", st.Months))
+		case st.Schedule != ScheduleQuarterly && st.Schedule != ScheduleNewData:
+			errs = append(errs, fmt.Errorf("standing.schedule: %q: expected quarterly or new_data", st.Schedule))
+		default:
+			until := time.Date(now.Year(), now.Month()+time.Month(st.Months), now.Day(), 23, 59, 59, 0, time.UTC)
+			s.Standing = &Standing{Months: st.Months, Schedule: st.Schedule, Until: until}
+		}
+	}
 	if len(s.Associations) == 1 {
 		for i, q := range s.Queries {
 			if e, _ := cat.Get(q.ID); e.IsAnalysis() && e.Analysis.Kind == queries.AnalysisLogit {
@@ -221,8 +279,8 @@ type Approval struct {
 // SignApproval signs every query of s for association with the data owner's key.
 func SignApproval(s *Study, association string, key ed25519.PrivateKey) [][]byte {
 	sigs := make([][]byte, len(s.Queries))
-	for i, q := range s.Queries {
-		sigs[i] = ed25519.Sign(key, wire.ApprovalMessage(s.ID, association, q.ID, q.Hash, q.Params))
+	for i := range s.Queries {
+		sigs[i] = ed25519.Sign(key, s.approvalMessage(association, i))
 	}
 	return sigs
 }
@@ -265,7 +323,7 @@ func CheckApproval(s *Study, a Approval, pub ed25519.PublicKey) error {
 		return fmt.Errorf("%w: %d signatures for %d queries", ErrBadApproval, len(a.Signatures), len(s.Queries))
 	}
 	for i, q := range s.Queries {
-		if !ed25519.Verify(pub, wire.ApprovalMessage(s.ID, a.Association, q.ID, q.Hash, q.Params), a.Signatures[i]) {
+		if !ed25519.Verify(pub, s.approvalMessage(a.Association, i), a.Signatures[i]) {
 			return fmt.Errorf("%w: query %s (%d) for %s", ErrBadApproval, q.ID, i, a.Association)
 		}
 	}

@@ -92,6 +92,7 @@ func ticketAnswerKey(t *wire.Ticket) string {
 	if t.Pooled() {
 		round = strconv.Itoa(t.Round) + stepSuffix(t.StepKey())
 	}
+	round += runSuffix(strconv.Itoa(t.Run))
 	return answerKey(t.StudyID, t.QueryHash, paramsText(t.Params), strings.Join(t.Cohort, ","), round)
 }
 
@@ -111,10 +112,19 @@ func (a *answeredSet) remember(e audit.Entry) {
 	f := e.Fields
 	switch e.Action {
 	case "release":
-		a.seen[answerKey(f["study"], f["query_hash"], f["params"], "", "")] = true
+		a.seen[answerKey(f["study"], f["query_hash"], f["params"], "", runSuffix(f["run"]))] = true
 	case ActionContribute:
-		a.seen[answerKey(f["study"], f["query_hash"], f["params"], f["cohort"], f["round"]+stepSuffix(f["step"]))] = true
+		a.seen[answerKey(f["study"], f["query_hash"], f["params"], f["cohort"], f["round"]+stepSuffix(f["step"])+runSuffix(f["run"]))] = true
 	}
+}
+
+// runSuffix marks the rerun of a standing study in an answer's key ("" for run 0): each
+// rerun is a release of its own, audited as such.
+func runSuffix(run string) string {
+	if run == "" || run == "0" {
+		return ""
+	}
+	return "/run=" + run
 }
 
 func stepSuffix(stepKey string) string {
@@ -143,7 +153,7 @@ func (m *modelSteps) remember(e audit.Entry) {
 	}
 	var step int
 	fmt.Sscanf(f["step"], "step=%d/", &step)
-	m.put(runKey(f["study"], f["query_hash"], f["params"], f["cohort"], f["round"]), step, f["step"])
+	m.put(runKey(f["study"], f["query_hash"], f["params"], f["cohort"], f["round"]+runSuffix(f["run"])), step, f["step"])
 }
 
 func (m *modelSteps) put(run string, step int, key string) {
@@ -187,7 +197,7 @@ func (s *Server) contribute(ctx context.Context, actor string, t *wire.Ticket, e
 	var res *executor.Contribution
 	var err error
 	if model {
-		run := runKey(t.StudyID, t.QueryHash, params, cohort, strconv.Itoa(t.Round))
+		run := runKey(t.StudyID, t.QueryHash, params, cohort, strconv.Itoa(t.Round)+runSuffix(strconv.Itoa(t.Run)))
 		s.steps.mu.Lock()
 		prev, known := s.steps.seen[run][t.Step]
 		s.steps.mu.Unlock()
@@ -218,7 +228,7 @@ func (s *Server) contribute(ctx context.Context, actor string, t *wire.Ticket, e
 		s.logger.Error("contribution failed", "query", t.QueryID, "err", redact(err))
 		return s.refuse(ctx, actor, t, codes.Internal, "error", nil)
 	}
-	r := secagg.Round{Study: t.StudyID, QueryID: t.QueryID, QueryHash: t.QueryHash, Params: params + stepSuffix(stepKey),
+	r := secagg.Round{Study: t.StudyID, QueryID: t.QueryID, QueryHash: t.QueryHash, Params: params + stepSuffix(stepKey) + runSuffix(strconv.Itoa(t.Run)),
 		Cohort: t.Cohort, Round: t.Round, Length: len(res.Vector)}
 	masked, err := secagg.Mask(s.opts.Association, ag.Key, ag.Peers, r, res.Vector)
 	clear(res.Vector)
@@ -234,7 +244,7 @@ func (s *Server) contribute(ctx context.Context, actor string, t *wire.Ticket, e
 	entry, err := s.opts.Audit.Append(ctx, audit.Entry{Actor: actor, Action: action, Fields: map[string]string{
 		"study": t.StudyID, "query": t.QueryID, "query_hash": t.QueryHash, "params": params,
 		"nonce": hex.EncodeToString(t.Nonce), "snapshot": res.Snapshot, "cohort": cohort, "round": strconv.Itoa(t.Round),
-		"layout": res.Layout, "report": string(rep), "step": stepKey,
+		"layout": res.Layout, "report": string(rep), "step": stepKey, "run": strconv.Itoa(t.Run),
 	}})
 	if err != nil {
 		s.logger.Error("audit append failed", "err", err)
@@ -245,7 +255,7 @@ func (s *Server) contribute(ctx context.Context, actor string, t *wire.Ticket, e
 	s.answered.add(t)
 	if model {
 		s.steps.mu.Lock()
-		s.steps.put(runKey(t.StudyID, t.QueryHash, params, cohort, strconv.Itoa(t.Round)), t.Step, stepKey)
+		s.steps.put(runKey(t.StudyID, t.QueryHash, params, cohort, strconv.Itoa(t.Round)+runSuffix(strconv.Itoa(t.Run))), t.Step, stepKey)
 		s.steps.mu.Unlock()
 	}
 

@@ -264,7 +264,7 @@ func (s *Server) DoGet(tkt *flight.Ticket, stream flight.FlightService_DoGetServ
 	entry, err := s.opts.Audit.Append(ctx, audit.Entry{Actor: actor, Action: action, Fields: map[string]string{
 		"study": t.StudyID, "query": t.QueryID, "query_hash": t.QueryHash, "params": paramsText(t.Params),
 		"nonce": hex.EncodeToString(t.Nonce), "snapshot": res.Snapshot, "cells": strconv.Itoa(res.Report.Cells),
-		"suppressed": strconv.Itoa(res.Report.Suppressed), "report": string(rep),
+		"suppressed": strconv.Itoa(res.Report.Suppressed), "report": string(rep), "run": strconv.Itoa(t.Run),
 	}})
 	if err != nil {
 		s.logger.Error("audit append failed", "err", err)

@@ -36,6 +36,7 @@ const (
 	ticketDomain   = "samsyn/ticket/v1\n"
 	catalogDomain  = "samsyn/catalog/v1\n"
 	approvalDomain = "samsyn/approval/v1\n"
+	standingDomain = "samsyn/standing-approval/v1\n"
 )
 
 // Errors returned by Verify, each wrapped with detail. Test with errors.Is; map to an audit
@@ -52,6 +53,7 @@ var (
 	ErrHashMismatch        = errors.New("query hash does not match this node's catalog")
 	ErrBadCatalogSignature = errors.New("bad catalog signature")
 	ErrBadApproval         = errors.New("bad association approval")
+	ErrApprovalExpired     = errors.New("the standing approval has expired")
 	ErrNotAllowed          = errors.New("query not allowed by this node's policy")
 	ErrReplayed            = errors.New("ticket nonce already used")
 	ErrNonceStore          = errors.New("nonce store unavailable")
@@ -75,6 +77,7 @@ var reasons = []struct {
 	{ErrHashMismatch, "hash_mismatch"},
 	{ErrBadCatalogSignature, "bad_catalog_signature"},
 	{ErrBadApproval, "bad_approval"},
+	{ErrApprovalExpired, "approval_expired"},
 	{ErrNotAllowed, "not_allowed"},
 	{ErrReplayed, "replayed"},
 	{ErrNonceStore, "nonce_store"},
@@ -114,8 +117,19 @@ func CatalogMessage(queryID, queryHash string) []byte {
 // study id, association, query id, query hash, the number of parameters, then each parameter
 // name and value in sorted name order.
 func ApprovalMessage(studyID, association, queryID, queryHash string, params map[string]string) []byte {
+	return approvalMessage(approvalDomain, studyID, association, queryID, queryHash, params, time.Time{})
+}
+
+// StandingApprovalMessage is what a data owner signs to approve one query of a standing
+// study: the same fields under their own domain, then the last day the approval holds
+// (RFC 3339, UTC). Every rerun until then is answered on this one signature; after it, none.
+func StandingApprovalMessage(studyID, association, queryID, queryHash string, params map[string]string, until time.Time) []byte {
+	return approvalMessage(standingDomain, studyID, association, queryID, queryHash, params, until)
+}
+
+func approvalMessage(domain, studyID, association, queryID, queryHash string, params map[string]string, until time.Time) []byte {
 	var b bytes.Buffer
-	b.WriteString(approvalDomain)
+	b.WriteString(domain)
 	ns := func(s string) {
 		b.WriteString(strconv.Itoa(len(s)))
 		b.WriteByte(':')
@@ -135,6 +149,9 @@ func ApprovalMessage(studyID, association, queryID, queryHash string, params map
 	for _, k := range keys {
 		ns(k)
 		ns(params[k])
+	}
+	if domain == standingDomain {
+		ns(until.UTC().Format(time.RFC3339))
 	}
 	return b.Bytes()
 }
@@ -157,8 +174,13 @@ type Ticket struct {
 	Round  int      `json:"round,omitempty"`
 	// Step and State drive a pooled model: step Step (from 1) of its iteration, at the
 	// coefficients State. Both are empty for a table.
-	Step      int       `json:"step,omitempty"`
-	State     []float64 `json:"state,omitempty"`
+	Step  int       `json:"step,omitempty"`
+	State []float64 `json:"state,omitempty"`
+	// Run numbers the reruns of a standing study (0 for its first release), and Until is
+	// the last moment its approvals hold: the approval is then a standing approval, signed
+	// over Until, and the node answers no run after it.
+	Run       int       `json:"run,omitempty"`
+	Until     time.Time `json:"until,omitzero"`
 	Nonce     []byte    `json:"nonce"` // NonceSize random bytes
 	NotBefore time.Time `json:"nbf"`
 	Expires   time.Time `json:"exp"` // at most MaxLifetime after NotBefore
@@ -261,6 +283,8 @@ func (t *Ticket) validate() error {
 		return fmt.Errorf("%w: a model step needs both step and state", ErrMalformed)
 	case t.Step > 0 && len(t.Cohort) < 2:
 		return fmt.Errorf("%w: a model step is pooled only", ErrMalformed)
+	case t.Run < 0 || (t.Run > 0 && t.Until.IsZero()):
+		return fmt.Errorf("%w: run %d without a standing approval", ErrMalformed, t.Run)
 	}
 	if len(t.Cohort) > 0 || t.Round != 0 {
 		mine := false
@@ -466,8 +490,15 @@ func Verify(ctx context.Context, raw []byte, v Verifier) (*Ticket, error) {
 	if !ed25519.Verify(v.CatalogKey, CatalogMessage(t.QueryID, t.QueryHash), t.CatalogSignature) {
 		return nil, fmt.Errorf("%w: query %q", ErrBadCatalogSignature, t.QueryID)
 	}
-	if !ed25519.Verify(v.AssociationKey, ApprovalMessage(t.StudyID, t.Association, t.QueryID, t.QueryHash, t.Params), t.Approval) {
+	msg := ApprovalMessage(t.StudyID, t.Association, t.QueryID, t.QueryHash, t.Params)
+	if !t.Until.IsZero() {
+		msg = StandingApprovalMessage(t.StudyID, t.Association, t.QueryID, t.QueryHash, t.Params, t.Until)
+	}
+	if !ed25519.Verify(v.AssociationKey, msg, t.Approval) {
 		return nil, fmt.Errorf("%w: study %q, query %q, association %q", ErrBadApproval, t.StudyID, t.QueryID, t.Association)
+	}
+	if !t.Until.IsZero() && now().After(t.Until) {
+		return nil, fmt.Errorf("%w: the standing approval of study %q held until %s", ErrApprovalExpired, t.StudyID, t.Until.UTC().Format(time.RFC3339))
 	}
 
 	// Policy.

@@ -439,3 +439,45 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+func TestStandingApprovalsHoldUntilTheirDateOnly(t *testing.T) {
+	ctx := context.Background()
+	until := testNow.Add(30 * 24 * time.Hour)
+	standing := func(run int, until time.Time, signedUntil time.Time) Ticket {
+		tk := goodTicket()
+		tk.Run, tk.Until = run, until
+		tk.Approval = ed25519.Sign(ostraKey, StandingApprovalMessage(tk.StudyID, tk.Association, tk.QueryID, tk.QueryHash, tk.Params, signedUntil))
+		tk.Nonce = bytes.Repeat([]byte{byte(run + 1)}, NonceSize)
+		return tk
+	}
+	v := newVerifier(NewMemoryNonces(16))
+	for run := 0; run < 3; run++ {
+		if _, err := Verify(ctx, mustSign(t, standing(run, until, until), coordKey), v); err != nil {
+			t.Fatalf("run %d of a standing study: %v", run, err)
+		}
+	}
+	// The coordinator cannot stretch the approval: the date is under the signature.
+	if _, err := Verify(ctx, mustSign(t, standing(3, until.Add(365*24*time.Hour), until), coordKey), v); !errors.Is(err, ErrBadApproval) {
+		t.Fatalf("a later date than the one signed: %v", err)
+	}
+	// A one-off approval does not stand for reruns.
+	tk := goodTicket()
+	tk.Run, tk.Until, tk.Nonce = 4, until, bytes.Repeat([]byte{9}, NonceSize)
+	if _, err := Verify(ctx, mustSign(t, tk, coordKey), v); !errors.Is(err, ErrBadApproval) {
+		t.Fatalf("a one-off approval used for a rerun: %v", err)
+	}
+	// After the date, nothing.
+	late := v
+	late.Now = func() time.Time { return until.Add(time.Minute) }
+	old := standing(5, until, until)
+	old.NotBefore, old.Expires = until, until.Add(5*time.Minute)
+	if _, err := Verify(ctx, mustSign(t, old, coordKey), late); !errors.Is(err, ErrApprovalExpired) || Reason(err) != "approval_expired" {
+		t.Fatalf("a run after the standing approval ended: %v (%s)", err, Reason(err))
+	}
+	// A rerun needs a standing approval.
+	bad := goodTicket()
+	bad.Run, bad.Nonce = 1, bytes.Repeat([]byte{11}, NonceSize)
+	if _, err := Verify(ctx, signUnchecked(payloadOf(bad), coordKey), v); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("a run without a standing approval: %v", err)
+	}
+}

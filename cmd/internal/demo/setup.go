@@ -286,6 +286,7 @@ store: coordinator.sqlite
 audit_log: audit.log
 tokens_file: tokens.yaml
 fanout: {node_timeout: 10s, retries: 2, backoff: 200ms}
+standing_every: 10s
 nodes:
 `, f.Coordinator.ID, f.Coordinator.HTTP, f.Coordinator.Metrics)
 	for _, n := range f.Nodes {
