@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"github.com/samsyn/samsyn/node/nodetest"
 	"io"
 	"net/http"
 	"os"
@@ -25,6 +26,18 @@ func buildBinary(t *testing.T) string {
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=1")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build samsyn: %v\n%s", err, out)
+	}
+	// The analysis plugins beside it, as make build puts them.
+	plugins := nodetest.Plugins(t)
+	entries, _ := os.ReadDir(plugins)
+	for _, e := range entries {
+		raw, err := os.ReadFile(filepath.Join(plugins, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(filepath.Dir(bin), e.Name()), raw, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return bin
 }
@@ -228,6 +241,7 @@ func TestDemoE2EStartsServesStopsAndLeavesNothingBehind(t *testing.T) {
 	nodeHangsAndResumes(t, bin, dir, creds.Coordinator, creds.Tokens)
 	cliSQL(t, bin, dir)
 	cliImportThroughNode(t, bin, dir)
+	standingRerunOnNewData(t, bin, dir, creds.Coordinator, creds.Tokens)
 	checkMetrics(t, "http://127.0.0.1:9090/metrics", "samsyn_coordinator_results_released_total") // 8090 + the port offset
 	if code, _, _ := call(t, "GET", creds.Coordinator+"/metrics", "", nil, ""); code == http.StatusOK {
 		t.Fatal("the coordinator's API port serves /metrics")
@@ -248,7 +262,8 @@ func TestDemoE2EStartsServesStopsAndLeavesNothingBehind(t *testing.T) {
 		t.Fatalf("the restart did not reuse the federation:\n%s", d.output())
 	}
 	getJSON(t, creds.Coordinator+"/api/v1/studies", creds.Tokens["admin"], &studies)
-	if len(studies) != 9 { // the four standard studies, the four run through the CLI and one awaiting approval
+	studies = slices.DeleteFunc(studies, func(s struct{ ID, State string }) bool { return strings.Contains(s.ID, "-r") }) // standing reruns
+	if len(studies) != 9 {                                                                                                // the four standard studies, the four run through the CLI and one awaiting approval
 		t.Fatalf("the restart seeded studies again: %d", len(studies))
 	}
 	// Killed outright, the demo cannot clean up: the kernel must stop its children.
@@ -733,6 +748,46 @@ func cliSQL(t *testing.T, bin, dir string) {
 	}
 	if raw, _ := os.ReadFile(filepath.Join(dir, "nodes", "hbs", "audit.log")); !strings.Contains(string(raw), `"action":"preview"`) {
 		t.Fatal("the preview is not in the node's audit log")
+	}
+}
+
+// standingRerunOnNewData imports a new participant into hbs's serving node; the demo's
+// standing standard study (the whole project, rerun on new data) is rerun by the coordinator
+// on its own, and released.
+func standingRerunOnNewData(t *testing.T, bin, dir, coordinator string, tokens map[string]string) {
+	t.Helper()
+	cfg := filepath.Join(dir, "nodes", "hbs", "node.yaml")
+	raw, err := os.ReadFile(filepath.Join(dir, "exports", "hbs", "participant.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	header := strings.SplitN(string(raw), "\n", 2)[0]
+	cols := strings.Split(header, ",")
+	vals := map[string]string{"anonymous_id": "anon-standing-1", "association": "hbs", "municipality": "0126", "gender": "K", "birth_year": "1985",
+		"education": "upper_secondary", "referral_party": "FK", "income_before": "other", "years_on_public_support": "lt1", "consent": "false"}
+	row := make([]string, len(cols))
+	for i, c := range cols {
+		row[i] = vals[c]
+	}
+	more := filepath.Join(t.TempDir(), "participant.csv")
+	os.WriteFile(more, append(raw, []byte(strings.Join(row, ",")+"\n")...), 0o644)
+	if out, err := exec.Command(bin, "node", "import", "--config", cfg, "--table", "participant", more).CombinedOutput(); err != nil || strings.Contains(string(out), "nothing changed") {
+		t.Fatalf("import new data through the node: %v\n%s", err, out)
+	}
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		var studies []struct{ ID, State, Parent string }
+		getJSON(t, coordinator+"/api/v1/studies", tokens["admin"], &studies)
+		for _, s := range studies {
+			if s.Parent != "" && strings.HasSuffix(s.ID, "-r1") && s.State == "released" {
+				t.Logf("standing study rerun after new data: %s", s.ID)
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no standing rerun released 90 s after new data: %+v", studies)
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 }
 

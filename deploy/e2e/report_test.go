@@ -14,10 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/samsyn/samsyn/coordinator/report"
 	"github.com/samsyn/samsyn/coordinator"
 	"github.com/samsyn/samsyn/coordinator/api"
 	"github.com/samsyn/samsyn/coordinator/dashboard"
+	"github.com/samsyn/samsyn/coordinator/report"
 	"github.com/samsyn/samsyn/coordinator/study"
 	"github.com/samsyn/samsyn/queries/disclosure"
 )

@@ -253,9 +253,14 @@ func seedStudies(ctx context.Context, o Options, creds *Credentials) error {
 		return err
 	}
 	fmt.Fprintf(o.Out, "seeding %d standard studies (every catalog query, for the whole period and per year)\n", len(Periods))
-	for _, p := range Periods {
+	for i, p := range Periods {
 		var b strings.Builder
-		fmt.Fprintf(&b, "title: \"Styrgruppens standardtabeller %s\"\npurpose: \"Dashboardens innehåll (demo, syntetiska data)\"\non_node_failure: partial\nassociations: all\nqueries:\n", p.Title)
+		fmt.Fprintf(&b, "title: \"Styrgruppens standardtabeller %s\"\npurpose: \"Dashboardens innehåll (demo, syntetiska data)\"\non_node_failure: partial\nassociations: all\n", p.Title)
+		if i == 0 {
+			// The whole project's tables are a standing study: rerun when a node's data changes.
+			b.WriteString("standing: {months: 12, schedule: new_data}\n")
+		}
+		b.WriteString("queries:\n")
 		for _, id := range cat.IDs() {
 			fmt.Fprintf(&b, "  - {id: %s, params: {from: %s, to: %s}}\n", id, p.From, p.To)
 		}

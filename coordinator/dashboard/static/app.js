@@ -142,7 +142,8 @@ function find(query, period) {
   const [from, to] = (period || state.period || "|").split("|");
   for (const s of state.studies) {
     const i = s.queries.findIndex((q) => q.id === query && q.params.from === from && q.params.to === to);
-    if (i >= 0 && (s.results || []).some((r) => r.query_index === i)) return { study: s.id, index: i, query };
+    const r = (s.results || []).find((x) => x.query_index === i);
+    if (i >= 0 && r) return { study: s.id, index: i, query, releasedAt: r.released_at, run: s.run || 0 };
   }
   return null;
 }
@@ -190,9 +191,11 @@ function coverage(table) {
   const all = Object.keys(state.layout.associations);
   const have = (table.checks && table.checks.associations) || all;
   const lack = all.filter((a) => !have.includes(a));
-  if (!lack.length) return state.report ? el("p", { class: "coverage", text: t("coversAll").replace("{m}", all.length) }) : null;
+  // The release's date: a standing study's latest run is the one shown.
+  const when = table.ref && table.ref.releasedAt ? t("releasedOn").replace("{d}", fmtDate(table.ref.releasedAt)) + (table.ref.run ? " (" + t("runN").replace("{n}", table.ref.run) + ")" : "") + " " : "";
+  if (!lack.length) return state.report ? el("p", { class: "coverage", text: when + t("coversAll").replace("{m}", all.length) }) : (when ? el("p", { class: "coverage", text: when.trim() }) : null);
   const names = lack.map((a) => (state.layout.associations[a] || {})[state.lang] || a).join(", ");
-  return el("p", { class: "coverage", text: t("coverage").replace("{n}", have.length).replace("{m}", all.length).replace("{list}", names) });
+  return el("p", { class: "coverage", text: when + t("coverage").replace("{n}", have.length).replace("{m}", all.length).replace("{list}", names) });
 }
 
 function el(tag, attrs, ...kids) {
@@ -576,7 +579,8 @@ const PAGES = {
       }).join("; ");
       const prog = Object.entries(d.progress || {}).map(([a, p]) => name(a) + ": " + t(p.state) + (p.error ? " – " + p.error : "")).join("; ");
       const note = (d.transitions || []).map((x) => x.note).filter(Boolean).slice(-1)[0] || "";
-      rows.push([s.title, fmtDate(s.created_at || d.created_at || ""), t(s.state) + (note ? ": " + note : ""), appr || "–", prog || "–"]);
+      const standing = d.standing ? " (" + t("standingUntil").replace("{d}", fmtDate(d.standing.until)) + (d.run ? "; " + t("runN").replace("{n}", d.run) : "") + ")" : "";
+      rows.push([s.title + standing, fmtDate(s.created_at || d.created_at || ""), t(s.state) + (note ? ": " + note : ""), appr || "–", prog || "–"]);
     }
     main.appendChild(card(t("studies"), tableEl([t("title2"), t("created"), t("state"), t("approvals"), t("progress")], rows)));
   },
