@@ -315,6 +315,7 @@ Each association's data owner then approves (samsyn study approve) or refuses.`,
 	results.Flags().StringVar(&format, "format", "table", "table, csv, json, arrow, parquet or xlsx")
 	results.Flags().StringVar(&outPath, "out", "", "write to FILE instead of standard output")
 	var stateFlag string
+	var awaitingMe bool
 	list := &cobra.Command{
 		Use:   "list [--state S]",
 		Short: "List the studies you may see: state, title, created, and who has not decided",
@@ -327,6 +328,17 @@ Each association's data owner then approves (samsyn study approve) or refuses.`,
 			var all []study.Study
 			if _, err := c.do(cmd.Context(), "GET", "/api/v1/studies", "", nil, &all); err != nil {
 				return err
+			}
+			mine := ""
+			if awaitingMe {
+				var who struct{ Role string }
+				if _, err := c.do(cmd.Context(), "GET", "/api/v1/whoami", "", nil, &who); err != nil {
+					return err
+				}
+				var ok bool
+				if mine, ok = strings.CutPrefix(who.Role, api.RolePrefix); !ok {
+					return fmt.Errorf("--awaiting-me is for an association's data owner; this token's role is %s", who.Role)
+				}
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 2, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tSTATE\tCREATED\tTITLE\tWAITING FOR")
@@ -351,12 +363,16 @@ Each association's data owner then approves (samsyn study approve) or refuses.`,
 						waiting = strings.Join(open, ", ")
 					}
 				}
+				if mine != "" && (s.State != study.AwaitingApproval || !slices.Contains(strings.Split(waiting, ", "), mine)) {
+					continue
+				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.ID, s.State, s.CreatedAt.Local().Format("2006-01-02 15:04"), s.Title, waiting)
 			}
 			return tw.Flush()
 		},
 	}
 	list.Flags().StringVar(&stateFlag, "state", "", "only studies in this state (awaiting_approval, running, released, failed, refused)")
+	list.Flags().BoolVar(&awaitingMe, "awaiting-me", false, "only studies waiting for your association's decision (a data owner's token)")
 	revoke := &cobra.Command{
 		Use:   "revoke ID",
 		Short: "Withdraw your association's standing approval of a standing study: no later run asks it",

@@ -337,6 +337,12 @@ on_node_failure: partial
 	if out := run(tokens["evaluator"], "study", "list", "--state", "awaiting_approval"); !strings.Contains(out, second) || strings.Contains(out, "hbs, ") || !strings.Contains(out, "varna") {
 		t.Fatalf("study list of those awaiting approval:\n%s", out)
 	}
+	if out := run(tokens["association:varna"], "study", "list", "--awaiting-me"); !strings.Contains(out, second) {
+		t.Fatalf("varna's studies awaiting its decision:\n%s", out)
+	}
+	if out := run(tokens["association:hbs"], "study", "list", "--awaiting-me"); strings.Contains(out, second) {
+		t.Fatalf("hbs has decided, yet the study awaits it:\n%s", out)
+	}
 	pub := exec.Command(bin, "study", "approve", second, "--association", "varna", "--key", filepath.Join(dir, "keys", "varna.pub"))
 	pub.Env = append(os.Environ(), "SAMSYN_COORDINATOR="+coordinator, "SAMSYN_TOKEN="+tokens["association:varna"])
 	if out, err := pub.CombinedOutput(); err == nil || !strings.Contains(string(out), "public key") {

@@ -3,72 +3,13 @@
 // suppressed count. Code-list labels come from the results; only the page's own words are here.
 "use strict";
 
-const T = {
-  sv: { title: "Samsyn – länsöversikt", period: "Period", help: "Om siffrorna", logout: "Logga ut", login: "Logga in",
-    token: "Token", signin: "Logga in", overview: "Översikt", map: "Karta", patterns: "Mönster", trends: "Trender",
-    studies: "Studier", nodes: "Noder", footer: "Endast frisläppta, skyddade resultat (syntetiska data i demon).",
-    suppressed: "färre än 5", none: "Inget frisläppt resultat för perioden.", participants: "Deltagare", exits: "Avslut",
-    workStudies: "Andel till arbete eller studier", ordinary: "Andel till ordinarie insats", target30: "Mål 30 %",
-    target40: "Mål 40 %", association: "Förbund", share: "Andel", outside: "utanför förbunden", measure: "Mått",
-    inflow: "Nya deltagare", quarter: "Kvartal", state: "Läge", approvals: "Godkännanden", progress: "Noder",
-    status: "Status", latency: "Svarstid (ms)", csv: "Ladda ner CSV", xlsx: "Ladda ner XLSX", question: "Fråga",
-    badToken: "Fel token eller ingen behörighet.", count: "Antal", study: "Studie", title2: "Titel", dimension: "Grupp",
-    lastImport: "Senaste import", snapshot: "Dataversion", versions: "Versioner", catalog: "katalog",
-    healthy: "i drift", unhealthy: "ur drift", unreachable: "nås inte", released: "frisläppt", failed: "misslyckad",
-    refused: "avslagen", running: "pågår", checking: "kontrolleras", awaiting_approval: "väntar på godkännande",
-    submitted: "inskickad", approved: "godkänd", waiting: "väntar", done: "klar", retrying: "försöker igen",
-    missing: "saknas", protected: "skyddad", coverage: "Resultatet omfattar {n} av {m} förbund; saknas: {list}. Deras celler visas som \u201dsaknas\u201d, aldrig som 0.",
-    whatworks: "Vad fungerar för vem", forest: "Chans till arbete eller studier jämfört med förrehabilitering (oddskvot, 95 % konfidensintervall)",
-    term: "Faktor", oddsRatio: "Oddskvot (95 % KI)", pValue: "p-värde", noModel: "Modellen är inte frisläppt för perioden (för få deltagare i någon grupp, eller inget godkännande).",
-    modelNote: "Logistisk regression på {n} avslutade deltagare, varav {e} till arbete eller studier, i {k} förbund. Varje faktor är justerad för de andra. Oddskvot över 1: större chans än jämförelsegruppen; intervall som inte korsar 1 är statistiskt säkerställda. Förbundens underlag summeras krypterat; ingen ser ett enskilt förbunds siffror.",
-    survivalTitle: "Andel som ännu inte gått till arbete eller studier, månader från start", months: "Månader från start",
-    atStart: "Deltagare vid start", after6: "Kvar efter 6 månader", after12: "Kvar efter 12 månader", fewer10: "färre än 10",
-    whySuppressed: "Färre än 5 personer i gruppen: antalet visas inte, så att ingen kan pekas ut.",
-    whyProtected: "Andelen visas inte eftersom dess täljare eller nämnare har färre än 5 personer.",
-    whyFewer10: "Färre än 10 personer i gruppen från start: kurvan visas inte.",
-    whyMissing: "Förbundet ingår inte i resultatet (svarade inte eller avböjde): okänt, inte 0.",
-    drill: "Förbundets kommuner", municipality: "Kommun", download: "Ladda ner", report: "Rapport", reportTitle: "Lägesrapport till styrgruppen", generated: "Framtagen",
-    reportIntro: "Rapporten bygger enbart på frisläppta, skyddade resultat från förbundens noder. Varje figur anger vilka förbund den omfattar; samma figurer finns i översikten på webben.",
-    aboutNumbers: "Om siffrorna: metod och skydd", coversAll: "Omfattar alla {m} förbund.",
-    plan: "Deltagare mot plan (projektperioden)", planned: "Planerat", started: "Har börjat", ofPlan: "Andel av plan",
-    noPlan: "ingen plan", yearOnYear: "Andel till arbete eller studier år för år", change: "Förändring 2021–2022",
-    wholeProject: "Hela projektet", byReferral: "Nya deltagare per remitterande part och kvartal", county: "Hela länet",
-    methodInAssoc: "Andel till arbete eller studier per metod inom förbunden", method: "Metod", pp: "procentenheter",
-    decided: "beslutat", notDecided: "har inte beslutat", created: "Skapad", reason: "Skäl",
-    survivalNote: "Kaplan–Meier-skattning per metod. Månader där färre än 10 deltagare återstår slås ihop till ett sista intervall, så kurvan slutar där; grupper med färre än 10 deltagare visas inte." },
-  en: { title: "Samsyn – county overview", period: "Period", help: "About the numbers", logout: "Sign out", login: "Sign in",
-    token: "Token", signin: "Sign in", overview: "Overview", map: "Map", patterns: "Patterns", trends: "Trends",
-    studies: "Studies", nodes: "Nodes", footer: "Released, protected results only (synthetic data in the demo).",
-    suppressed: "fewer than 5", none: "No released result for the period.", participants: "Participants", exits: "Exits",
-    workStudies: "Share to work or studies", ordinary: "Share to ordinary programme", target30: "Target 30 %",
-    target40: "Target 40 %", association: "Association", share: "Share", outside: "outside the associations", measure: "Measure",
-    inflow: "New participants", quarter: "Quarter", state: "State", approvals: "Approvals", progress: "Nodes",
-    status: "Status", latency: "Latency (ms)", csv: "Download CSV", xlsx: "Download XLSX", question: "Question",
-    badToken: "Wrong token or not allowed.", count: "Count", study: "Study", title2: "Title", dimension: "Group",
-    lastImport: "Last import", snapshot: "Data snapshot", versions: "Versions", catalog: "catalog",
-    healthy: "healthy", unhealthy: "unhealthy", unreachable: "unreachable", released: "released", failed: "failed",
-    refused: "refused", running: "running", checking: "checking", awaiting_approval: "awaiting approval",
-    submitted: "submitted", approved: "approved", waiting: "waiting", done: "done", retrying: "retrying",
-    missing: "missing", protected: "protected", coverage: "The result covers {n} of {m} associations; missing: {list}. Their cells show as \u201cmissing\u201d, never as 0.",
-    whatworks: "What works for whom", forest: "Chance of work or studies compared with pre-rehabilitation (odds ratio, 95 % confidence interval)",
-    term: "Factor", oddsRatio: "Odds ratio (95 % CI)", pValue: "p value", noModel: "The model is not released for the period (too few participants in some group, or not approved).",
-    modelNote: "Logistic regression on {n} participants who left, {e} of them to work or studies, in {k} associations. Each factor is adjusted for the others. An odds ratio above 1: a better chance than the reference group; intervals that do not cross 1 are statistically significant. The associations' inputs are summed encrypted; nobody sees one association's figures.",
-    survivalTitle: "Share not yet in work or studies, months from the start", months: "Months from the start",
-    atStart: "Participants at start", after6: "Remaining after 6 months", after12: "Remaining after 12 months", fewer10: "fewer than 10",
-    whySuppressed: "Fewer than 5 people in the group: the count is not shown, so that nobody can be singled out.",
-    whyProtected: "The share is not shown because its numerator or denominator has fewer than 5 people.",
-    whyFewer10: "Fewer than 10 people in the group at the start: the curve is not shown.",
-    whyMissing: "The association is not in the result (did not answer or declined): unknown, not 0.",
-    drill: "The association's municipalities", municipality: "Municipality", download: "Download", report: "Report", reportTitle: "Status report to the steering group", generated: "Produced",
-    reportIntro: "The report is built from released, protected results from the associations' nodes only. Each figure says which associations it covers; the same figures are on the web dashboard.",
-    aboutNumbers: "About the numbers: method and protection", coversAll: "Covers all {m} associations.",
-    plan: "Participants against plan (project period)", planned: "Planned", started: "Started", ofPlan: "Share of plan",
-    noPlan: "no plan", yearOnYear: "Share to work or studies year by year", change: "Change 2021–2022",
-    wholeProject: "Whole project", byReferral: "New participants by referral party and quarter", county: "Whole county",
-    methodInAssoc: "Share to work or studies by method within the associations", method: "Method", pp: "percentage points",
-    decided: "decided", notDecided: "has not decided", created: "Created", reason: "Reason",
-    survivalNote: "Kaplan–Meier estimate by method. Months with fewer than 10 participants left are pooled into one last interval, so the curve ends there; groups of fewer than 10 are not shown." },
-};
+// The page's own words, one file per language (i18n/sv.json, i18n/en.json), loaded before
+// anything is shown; code-list labels come with the results.
+const T = { sv: {}, en: {} };
+
+async function loadTexts() {
+  for (const lang of ["sv", "en"]) T[lang] = await (await fetch("/dashboard/i18n/" + lang + ".json")).json();
+}
 // Okabe–Ito: safe for the common forms of colour blindness.
 const PALETTE = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000"];
 const SEQ = ["#eff3ff", "#c6dbef", "#9ecae1", "#6baed6", "#2171b5", "#08519c"];
@@ -419,7 +360,9 @@ const PAGES = {
         text = v === undefined ? t("missing") : v === null ? t("suppressed") : (measure === "exits" ? String(v) : fmtPct(v / 100));
         rows.push([name, text]);
       }
-      attrs.title = name + ": " + text;
+      // The count behind a rate, on hover and focus (the tile is a button).
+      const tot = m.association ? cell(exits, { municipality: m.code, outcome_group: "_total" }) : null;
+      attrs.title = name + ": " + text + (measure !== "exits" && tot && !tot.missing ? " (" + t("exits").toLowerCase() + ": " + fmtN(tot.n, tot) + ")" : "");
       grid.appendChild(el("button", attrs, el("span", { text: name }), el("span", { class: "v", text: m.association ? text : "" })));
     }
     const legend = el("div", { class: "legend" }, ...SEQ.map((c) => el("span", { class: "swatch", style: "background:" + c })),
@@ -575,6 +518,7 @@ const PAGES = {
       const appr = (d.associations || []).map((a) => {
         const x = decided.get(a);
         if (!x) return name(a) + ": " + t("notDecided");
+        if (d.revoked && d.revoked[a]) return name(a) + ": " + t("revoked") + " " + fmtDate(d.revoked[a]);
         return name(a) + ": " + t(x.decision) + (x.reason ? " (" + x.reason + ")" : "");
       }).join("; ");
       const prog = Object.entries(d.progress || {}).map(([a, p]) => name(a) + ": " + t(p.state) + (p.error ? " – " + p.error : "")).join("; ");
@@ -709,7 +653,8 @@ window.samsynSnapshot = async function () {
   return "<!doctype html>\n" + document.documentElement.outerHTML;
 };
 
-document.addEventListener("DOMContentLoaded", () => {
+document.addEventListener("DOMContentLoaded", async () => {
+  await loadTexts();
   if (document.body.dataset.mode === "report") { runReport(); return; }
   $("#reportbtn").addEventListener("click", () => {
     window.open("/dashboard/report.html?period=" + encodeURIComponent((state.period || "").replace("|", "..")) + "&lang=" + state.lang, "_blank");
