@@ -5,6 +5,7 @@ import (
 	"crypto/ecdh"
 	"crypto/ed25519"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,6 +40,8 @@ import (
 // Options are what a serving node needs beyond its config: the material main loads from
 // key and certificate files.
 type Options struct {
+	// Certificate, when set, returns the node's certificate in use (reloaded on SIGHUP).
+	Certificate    func() *x509.Certificate
 	Config         *config.Config
 	Secret         []byte
 	TLS            *tls.Config // mutual TLS that admits only the coordinator
@@ -131,7 +134,13 @@ func Serve(ctx context.Context, o Options) error {
 	refused := promauto.With(o.Registerer).NewCounterVec(prometheus.CounterOpts{
 		Name: "samsyn_node_tls_handshakes_refused_total", Help: "TLS handshakes the node refused, by reason (identity, unknown_ca, no_certificate, expired, closed, other).",
 	}, []string{"reason"})
-	if len(o.TLS.Certificates) > 0 && o.TLS.Certificates[0].Leaf != nil {
+	switch {
+	case o.Certificate != nil:
+		// Reloaded certificates: the gauge reads the one in use.
+		promauto.With(o.Registerer).NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "samsyn_node_certificate_expiry_timestamp_seconds", Help: "When the node's TLS certificate expires (Unix time).",
+		}, func() float64 { return float64(o.Certificate().NotAfter.Unix()) })
+	case len(o.TLS.Certificates) > 0 && o.TLS.Certificates[0].Leaf != nil:
 		promauto.With(o.Registerer).NewGauge(prometheus.GaugeOpts{
 			Name: "samsyn_node_certificate_expiry_timestamp_seconds", Help: "When the node's TLS certificate expires (Unix time).",
 		}).Set(float64(o.TLS.Certificates[0].Leaf.NotAfter.Unix()))

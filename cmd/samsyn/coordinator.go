@@ -60,9 +60,18 @@ func newCoordinatorCmd(g *globals) *cobra.Command {
 				approval[n.Association] = k
 			}
 			files := mtls.Files{CA: cfg.Abs(cfg.NodesTLS.CA), Cert: cfg.Abs(cfg.NodesTLS.Cert), Key: cfg.Abs(cfg.NodesTLS.Key)}
-			if _, err := mtls.ClientConfig(files, "samsyn://node/check"); err != nil {
+			certs, err := mtls.NewReloader(files)
+			if err != nil {
 				return err
 			}
+			stopReload := proc.OnReload(func() {
+				if err := certs.Reload(); err != nil {
+					logger.Error("certificates not reloaded: keeping the ones in use", "err", err)
+					return
+				}
+				logger.Info("certificates reloaded", "serial", certs.Leaf().SerialNumber.String(), "not_after", certs.Leaf().NotAfter)
+			})
+			defer stopReload()
 			var httpTLS *tls.Config
 			if cfg.TLS != nil && cfg.TLS.Cert != "" {
 				pair, err := tls.LoadX509KeyPair(cfg.Abs(cfg.TLS.Cert), cfg.Abs(cfg.TLS.Key))
@@ -75,8 +84,8 @@ func newCoordinatorCmd(g *globals) *cobra.Command {
 			defer stop()
 			return daemon.Run(ctx, daemon.Options{
 				Config: cfg, TicketKey: ticketKey, CatalogKey: catKey, ApprovalKeys: approval, HTTPTLS: httpTLS, Users: tokens,
-				NodeTLS: func(identity string) (*tls.Config, error) { return mtls.ClientConfig(files, identity) },
-				Logger:  logger, Registry: proc.NewRegistry(),
+				NodeTLS: certs.ClientConfig, NodeCertificate: certs.Leaf,
+				Logger: logger, Registry: proc.NewRegistry(),
 				Extra: dashboardRoutes(cfg.Plans()),
 				Listening: func(url string) {
 					fmt.Fprintf(cmd.OutOrStdout(), "coordinator listening on %s\n", url)

@@ -60,10 +60,22 @@ func newNodeServeCmd(g *globals) *cobra.Command {
 				}
 				ticketKeys = append(ticketKeys, k)
 			}
-			tlsConf, err := mtls.ServerConfig(mtls.Files{CA: cfg.Abs(cfg.TLS.CA), Cert: cfg.Abs(cfg.TLS.Cert), Key: cfg.Abs(cfg.TLS.Key)}, cfg.Coordinator.Identity)
+			certs, err := mtls.NewReloader(mtls.Files{CA: cfg.Abs(cfg.TLS.CA), Cert: cfg.Abs(cfg.TLS.Cert), Key: cfg.Abs(cfg.TLS.Key)})
 			if err != nil {
 				return err
 			}
+			tlsConf, err := certs.ServerConfig(cfg.Coordinator.Identity)
+			if err != nil {
+				return err
+			}
+			stopReload := proc.OnReload(func() {
+				if err := certs.Reload(); err != nil {
+					logger.Error("certificates not reloaded: keeping the ones in use", "err", err)
+					return
+				}
+				logger.Info("certificates reloaded", "serial", certs.Leaf().SerialNumber.String(), "not_after", certs.Leaf().NotAfter)
+			})
+			defer stopReload()
 			reg := proc.NewRegistry()
 			ready := &proc.Readiness{}
 			hs, err := proc.NewHealthServer(cfg.HealthListen, reg, ready)
@@ -75,7 +87,7 @@ func newNodeServeCmd(g *globals) *cobra.Command {
 			ctx, cancel := context.WithCancel(ctx)
 			var g run.Group
 			g.Add(func() error {
-				return node.Serve(ctx, node.Options{Config: cfg, Secret: secret, TLS: tlsConf, CatalogKey: catKey,
+				return node.Serve(ctx, node.Options{Config: cfg, Secret: secret, TLS: tlsConf, Certificate: certs.Leaf, CatalogKey: catKey,
 					TicketKeys: ticketKeys, AssociationKey: assocKey, Logger: logger, Registerer: reg, Ready: ready.Set,
 					Listening: func(addr string) {
 						logger.Info("listening", "flight", addr, "health", hs.Addr())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,10 +35,13 @@ type Options struct {
 	CatalogKey   ed25519.PublicKey
 	ApprovalKeys map[string]ed25519.PublicKey               // by association
 	NodeTLS      func(identity string) (*tls.Config, error) // client TLS pinned to a node's identity
-	HTTPTLS      *tls.Config                                // nil on loopback
-	Users        []api.Token
-	Logger       *slog.Logger
-	Registry     *prometheus.Registry
+	// NodeCertificate, when set, returns the coordinator's client certificate in use
+	// (reloaded on SIGHUP), for the expiry gauge.
+	NodeCertificate func() *x509.Certificate
+	HTTPTLS         *tls.Config // nil on loopback
+	Users           []api.Token
+	Logger          *slog.Logger
+	Registry        *prometheus.Registry
 	// Extra, if set, may add routes (the dashboard) to the HTTP mux.
 	Extra     func(mux *http.ServeMux, a *api.Server, c *coordinator.Coordinator, s *state.Store)
 	Listening func(url string)
@@ -78,6 +82,9 @@ func Run(ctx context.Context, o Options) error {
 		}
 		if len(tlsConf.Certificates) > 0 && tlsConf.Certificates[0].Leaf != nil {
 			expiry.WithLabelValues("nodes").Set(float64(tlsConf.Certificates[0].Leaf.NotAfter.Unix()))
+		}
+		if o.NodeCertificate != nil {
+			expiry.WithLabelValues("nodes").Set(float64(o.NodeCertificate().NotAfter.Unix()))
 		}
 		c, err := nodeclient.Dial(n.Association, n.Address, tlsConf, nil)
 		if err != nil {

@@ -242,6 +242,7 @@ func TestDemoE2EStartsServesStopsAndLeavesNothingBehind(t *testing.T) {
 	cliSQL(t, bin, dir)
 	cliImportThroughNode(t, bin, dir)
 	standingRerunOnNewData(t, bin, dir, creds.Coordinator, creds.Tokens)
+	certificateRotatedWithoutRestart(t, bin, dir, creds.Coordinator, creds.Tokens)
 	checkMetrics(t, "http://127.0.0.1:9090/metrics", "samsyn_coordinator_results_released_total") // 8090 + the port offset
 	if code, _, _ := call(t, "GET", creds.Coordinator+"/metrics", "", nil, ""); code == http.StatusOK {
 		t.Fatal("the coordinator's API port serves /metrics")
@@ -263,7 +264,8 @@ func TestDemoE2EStartsServesStopsAndLeavesNothingBehind(t *testing.T) {
 	}
 	getJSON(t, creds.Coordinator+"/api/v1/studies", creds.Tokens["admin"], &studies)
 	studies = slices.DeleteFunc(studies, func(s struct{ ID, State string }) bool { return strings.Contains(s.ID, "-r") }) // standing reruns
-	if len(studies) != 9 {                                                                                                // the four standard studies, the four run through the CLI and one awaiting approval
+	// the four standard studies, five run through the CLI and one awaiting approval
+	if len(studies) != 10 {
 		t.Fatalf("the restart seeded studies again: %d", len(studies))
 	}
 	// Killed outright, the demo cannot clean up: the kernel must stop its children.
@@ -754,6 +756,53 @@ func cliSQL(t *testing.T, bin, dir string) {
 	}
 	if raw, _ := os.ReadFile(filepath.Join(dir, "nodes", "hbs", "audit.log")); !strings.Contains(string(raw), `"action":"preview"`) {
 		t.Fatal("the preview is not in the node's audit log")
+	}
+}
+
+// certificateRotatedWithoutRestart replaces SUVS's node certificate with samsyn pki rotate
+// and sends the node SIGHUP: the same process, now with the new certificate, answers the
+// next study; the new certificate's serial is what the coordinator sees.
+func certificateRotatedWithoutRestart(t *testing.T, bin, dir, coordinator string, tokens map[string]string) {
+	t.Helper()
+	var pid int
+	for _, p := range survivors(filepath.Join(dir, "nodes", "suvs", "node.yaml")) {
+		fmt.Sscanf(p, "%d:", &pid)
+	}
+	if pid == 0 {
+		t.Fatal("no process serves suvs")
+	}
+	out, err := exec.Command(bin, "pki", "rotate", "--ca", filepath.Join(dir, "pki"), "--identity", "samsyn://node/suvs",
+		"--out", filepath.Join(dir, "pki", "node-suvs")).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "rotated samsyn://node/suvs") {
+		t.Fatalf("pki rotate: %v\n%s", err, out)
+	}
+	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		raw, _ := os.ReadFile(filepath.Join(dir, "logs", "node-suvs.log"))
+		if strings.Contains(string(raw), "certificates reloaded") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the node did not reload its certificates:\n%s", raw)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	file := filepath.Join(t.TempDir(), "after-rotation.yaml")
+	os.WriteFile(file, []byte("title: Efter byte av certifikat\npurpose: e2e\nqueries:\n  - {id: targets_by_association, params: {from: 2021-01-01, to: 2021-12-31}}\nassociations: all\non_node_failure: fail\n"), 0o644)
+	run := cli(t, bin, coordinator)
+	id := submitApproved(t, run, dir, tokens, file)
+	if out := run(tokens["evaluator"], "study", "status", id); !strings.Contains(out, "released") {
+		t.Fatalf("a study after the rotation: %s", out)
+	}
+	for _, p := range survivors(filepath.Join(dir, "nodes", "suvs", "node.yaml")) {
+		var again int
+		fmt.Sscanf(p, "%d:", &again)
+		if again != pid {
+			t.Fatalf("the node was restarted (%d, then %d): rotation should not need it", pid, again)
+		}
 	}
 }
 

@@ -28,6 +28,27 @@ func Logger(w io.Writer, level, format string) (*slog.Logger, error) {
 	}
 }
 
+// OnReload calls fn on every SIGHUP until the returned stop is called.
+func OnReload(fn func()) (stop func()) {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-ch:
+				fn()
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(ch)
+		close(done)
+	}
+}
+
 // SignalContext returns a context cancelled on SIGINT or SIGTERM.
 func SignalContext(parent context.Context) (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)

@@ -161,6 +161,49 @@ func WriteFiles(certPath string, certPEM []byte, keyPath string, keyPEM []byte) 
 	return nil
 }
 
+// RotateFiles replaces a certificate (0644) and its key (0600) with new ones: each is written
+// beside the old and renamed over it, the old kept as .prev, so a daemon reloading at any
+// moment reads either the old pair or the new one. The key is renamed first: a reload between
+// the two renames fails (the key does not match the certificate) and keeps the old pair.
+func RotateFiles(certPath string, certPEM []byte, keyPath string, keyPEM []byte) error {
+	if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
+		return fmt.Errorf("the new certificate and key do not match: %w", err)
+	}
+	for _, f := range []struct {
+		path string
+		data []byte
+		mode os.FileMode
+	}{{keyPath, keyPEM, 0o600}, {certPath, certPEM, 0o644}} {
+		tmp := f.path + ".new"
+		if err := os.WriteFile(tmp, f.data, f.mode); err != nil {
+			return err
+		}
+		if err := os.Chmod(tmp, f.mode); err != nil {
+			return err
+		}
+		if _, err := os.Stat(f.path); err == nil {
+			if err := copyFileMode(f.path, f.path+".prev", f.mode); err != nil {
+				return err
+			}
+		}
+		if err := os.Rename(tmp, f.path); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func copyFileMode(src, dst string, mode os.FileMode) error {
+	raw, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(dst, raw, mode); err != nil {
+		return err
+	}
+	return os.Chmod(dst, mode)
+}
+
 func readPrivate(path string) ([]byte, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -258,37 +301,46 @@ func ClientConfig(f Files, serverIdentity string) (*tls.Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	return clientConfig(pool, pair, serverIdentity), nil
+}
+
+func clientConfig(pool *x509.CertPool, pair tls.Certificate, serverIdentity string) *tls.Config {
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: []tls.Certificate{pair},
 		RootCAs:      pool,
 		// The server is identified by its samsyn:// identity, not by host name: chain
 		// verification runs below with the CA pool, then the identity is required.
-		InsecureSkipVerify: true, //nolint:gosec // replaced by VerifyPeerCertificate below
-		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
-			certs := make([]*x509.Certificate, len(raw))
-			for i, r := range raw {
-				c, err := x509.ParseCertificate(r)
-				if err != nil {
-					return err
-				}
-				certs[i] = c
-			}
-			if len(certs) == 0 {
-				return ErrIdentity
-			}
-			inter := x509.NewCertPool()
-			for _, c := range certs[1:] {
-				inter.AddCert(c)
-			}
-			chains, err := certs[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+		InsecureSkipVerify:    true, //nolint:gosec // replaced by VerifyPeerCertificate below
+		VerifyPeerCertificate: verifyServer(func() *x509.CertPool { return pool }, serverIdentity),
+		NextProtos:            []string{"h2"},
+	}
+}
+
+// verifyServer checks a server's chain against the CA pool of the moment and its identity.
+func verifyServer(pool func() *x509.CertPool, serverIdentity string) func([][]byte, [][]*x509.Certificate) error {
+	return func(raw [][]byte, _ [][]*x509.Certificate) error {
+		certs := make([]*x509.Certificate, len(raw))
+		for i, r := range raw {
+			c, err := x509.ParseCertificate(r)
 			if err != nil {
-				return fmt.Errorf("verify server certificate: %w", err)
+				return err
 			}
-			return requireIdentity([]string{serverIdentity})(raw, chains)
-		},
-		NextProtos: []string{"h2"},
-	}, nil
+			certs[i] = c
+		}
+		if len(certs) == 0 {
+			return ErrIdentity
+		}
+		inter := x509.NewCertPool()
+		for _, c := range certs[1:] {
+			inter.AddCert(c)
+		}
+		chains, err := certs[0].Verify(x509.VerifyOptions{Roots: pool(), Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+		if err != nil {
+			return fmt.Errorf("verify server certificate: %w", err)
+		}
+		return requireIdentity([]string{serverIdentity})(raw, chains)
+	}
 }
 
 // observed reports every refused handshake of the credentials it wraps.
