@@ -236,21 +236,7 @@ func (c *Coordinator) modelResult(e *queries.Entry, q study.Query, dispatches []
 	if err := json.Unmarshal([]byte(best.state), &beta); err != nil || len(beta) != req.Parameters() {
 		return nil, nil, nil, nil, fmt.Errorf("%w: a stored model step has no readable coefficients", errCheck)
 	}
-	vecs := make([][]uint64, 0, len(best.cohort))
-	for _, a := range best.cohort {
-		rec, err := decode(best.vecs[a], c.o.Allocator)
-		if err != nil {
-			return nil, nil, nil, nil, err
-		}
-		col, ok := rec.Column(0).(*array.Uint64)
-		if !ok || col.Len() != req.ModelLen() {
-			rec.Release()
-			return nil, nil, nil, nil, fmt.Errorf("%w: a stored model step of %s has the wrong shape", errCheck, a)
-		}
-		vecs = append(vecs, slices.Clone(col.Uint64Values()))
-		rec.Release()
-	}
-	pooled, err := secagg.Sum(vecs...)
+	pooled, err := c.sumStored(best.cohort, best.vecs, req.ModelLen())
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}

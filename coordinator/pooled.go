@@ -238,21 +238,7 @@ func (c *Coordinator) pooledResult(e *queries.Entry, dispatches []state.Dispatch
 	if err != nil {
 		return nil, rep, nil, nil, err
 	}
-	vecs := make([][]uint64, 0, len(g.cohort))
-	for _, a := range g.cohort {
-		rec, err := decode(g.vecs[a], c.o.Allocator)
-		if err != nil {
-			return nil, rep, nil, nil, err
-		}
-		col, ok := rec.Column(0).(*array.Uint64)
-		if !ok || col.Len() != layout.Len() {
-			rec.Release()
-			return nil, rep, nil, nil, fmt.Errorf("%w: a stored contribution of %s has the wrong shape", errCheck, a)
-		}
-		vecs = append(vecs, slices.Clone(col.Uint64Values()))
-		rec.Release()
-	}
-	pooled, err := secagg.Sum(vecs...)
+	pooled, err := c.sumStored(g.cohort, g.vecs, layout.Len())
 	if err != nil {
 		return nil, rep, nil, nil, err
 	}
@@ -267,4 +253,24 @@ func (c *Coordinator) pooledResult(e *queries.Entry, dispatches []state.Dispatch
 		return nil, rep, nil, nil, fmt.Errorf("%w: %v", errCheck, err)
 	}
 	return out, rep, g.cohort, g.snaps, err
+}
+
+// sumStored decodes the stored masked vectors of a whole cohort (each of length n) and
+// returns their sum: the only way a round's contributions are ever combined.
+func (c *Coordinator) sumStored(cohort []string, stored map[string][]byte, n int) ([]uint64, error) {
+	vecs := make([][]uint64, 0, len(cohort))
+	for _, a := range cohort {
+		rec, err := decode(stored[a], c.o.Allocator)
+		if err != nil {
+			return nil, err
+		}
+		col, ok := rec.Column(0).(*array.Uint64)
+		if !ok || col.Len() != n {
+			rec.Release()
+			return nil, fmt.Errorf("%w: a stored contribution of %s has the wrong shape", errCheck, a)
+		}
+		vecs = append(vecs, slices.Clone(col.Uint64Values()))
+		rec.Release()
+	}
+	return secagg.Sum(vecs...)
 }

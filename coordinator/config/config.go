@@ -34,12 +34,12 @@ type Config struct {
 	Store     string  `yaml:"store"`
 	AuditLog  string  `yaml:"audit_log"`
 	// TokensFile lists API users: name, role and the SHA-256 of their bearer token.
-	TokensFile string             `yaml:"tokens_file"`
-	FanOut     FanOut             `yaml:"fanout"`
+	TokensFile string `yaml:"tokens_file"`
+	FanOut     FanOut `yaml:"fanout"`
 	// StandingEvery spaces the checks for due reruns of standing studies (1m when zero).
-	StandingEvery time.Duration `yaml:"standing_every"`
-	Nodes      []Node             `yaml:"nodes"`
-	Policy     *disclosure.Policy `yaml:"policy"`
+	StandingEvery time.Duration      `yaml:"standing_every"`
+	Nodes         []Node             `yaml:"nodes"`
+	Policy        *disclosure.Policy `yaml:"policy"`
 
 	dir   string
 	path  string

@@ -2,7 +2,6 @@ package executor
 
 import (
 	"context"
-	"database/sql"
 	"database/sql/driver"
 	"errors"
 	"fmt"
@@ -52,17 +51,11 @@ func (x *Executor) runPlugin(ctx context.Context, e *queries.Entry, req *analysi
 	if err != nil {
 		return nil, "", err
 	}
-	var conn *sql.Conn
-	select {
-	case conn = <-x.conns:
-	case <-ctx.Done():
-		return nil, "", ctx.Err()
+	conn, snap, release, err := x.acquire(ctx)
+	if err != nil {
+		return nil, "", err
 	}
-	defer func() { x.conns <- conn }()
-	var snap string
-	if err := conn.QueryRowContext(ctx, snapshotSQL).Scan(&snap); err != nil {
-		return nil, "", fmt.Errorf("read snapshot: %w", err)
-	}
+	defer release()
 	timeout := x.opts.Plugins.Timeout
 	if timeout <= 0 {
 		timeout = 60 * time.Second

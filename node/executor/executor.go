@@ -202,22 +202,32 @@ func (x *Executor) Aggregate(ctx context.Context, e *queries.Entry, b queries.Bo
 	return rec, err
 }
 
+// acquire takes a connection from the pool and reads the data snapshot it will see; release
+// gives the connection back.
+func (x *Executor) acquire(ctx context.Context) (conn *sql.Conn, snap string, release func(), err error) {
+	select {
+	case conn = <-x.conns:
+	case <-ctx.Done():
+		return nil, "", nil, ctx.Err()
+	}
+	release = func() { x.conns <- conn }
+	if err := conn.QueryRowContext(ctx, snapshotSQL).Scan(&snap); err != nil {
+		release()
+		return nil, "", nil, fmt.Errorf("read snapshot: %w", err)
+	}
+	return conn, snap, release, nil
+}
+
 func (x *Executor) aggregate(ctx context.Context, e *queries.Entry, b queries.Bound) (arrow.Record, string, error) {
 	q, err := e.AggregateSQL()
 	if err != nil {
 		return nil, "", err
 	}
-	var conn *sql.Conn
-	select {
-	case conn = <-x.conns:
-	case <-ctx.Done():
-		return nil, "", ctx.Err()
+	conn, snap, release, err := x.acquire(ctx)
+	if err != nil {
+		return nil, "", err
 	}
-	defer func() { x.conns <- conn }()
-	var snap string
-	if err := conn.QueryRowContext(ctx, snapshotSQL).Scan(&snap); err != nil {
-		return nil, "", fmt.Errorf("read snapshot: %w", err)
-	}
+	defer release()
 	ctx, cancel := context.WithTimeout(ctx, x.opts.Timeout)
 	defer cancel()
 	rows, err := conn.QueryContext(ctx, q, b.Args()...)
