@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -42,6 +43,8 @@ type Server struct {
 	logger *slog.Logger
 	mem    memory.Allocator
 }
+
+var _ flightsql.Server = (*Server)(nil)
 
 // New returns the service over db.
 func New(db *sql.DB, a Auditor, logger *slog.Logger) (*Server, error) {
@@ -145,10 +148,20 @@ var ErrReadOnly = errors.New("this service is read-only")
 
 // DoGetStatement runs one statement in a read-only transaction and streams the result.
 func (s *Server) DoGetStatement(ctx context.Context, cmd flightsql.StatementQueryTicket) (*arrow.Schema, <-chan flight.StreamChunk, error) {
-	q := string(cmd.GetStatementHandle())
-	rd, err := s.query(ctx, q)
+	return s.run(ctx, string(cmd.GetStatementHandle()), plainStatement, nil)
+}
+
+// plainStatement is the parameter count run and record take for a statement that was not
+// prepared: it has no parameters and its audit entry has no "parameters" field.
+const plainStatement = -1
+
+// run executes q with args read-only, streams the result and audits the execution: its
+// hash, the number of parameters bound (never their values) and the rows sent, or the
+// refusal.
+func (s *Server) run(ctx context.Context, q string, params int, args []any) (*arrow.Schema, <-chan flight.StreamChunk, error) {
+	rd, err := s.query(ctx, q, args...)
 	if err != nil {
-		s.record(ctx, q, -1, err)
+		s.record(ctx, q, params, -1, err)
 		return nil, nil, err
 	}
 	ch := make(chan flight.StreamChunk)
@@ -156,7 +169,7 @@ func (s *Server) DoGetStatement(ctx context.Context, cmd flightsql.StatementQuer
 		defer close(ch)
 		defer rd.Release()
 		var n int64
-		defer func() { s.record(context.WithoutCancel(ctx), q, n, nil) }()
+		defer func() { s.record(context.WithoutCancel(ctx), q, params, n, nil) }()
 		for rd.Next() {
 			rec := rd.Record()
 			rec.Retain()
@@ -172,8 +185,8 @@ func (s *Server) DoGetStatement(ctx context.Context, cmd flightsql.StatementQuer
 	return rd.Schema(), ch, nil
 }
 
-// query checks q is one statement, then runs it read-only through Arrow.
-func (s *Server) query(ctx context.Context, q string) (array.RecordReader, error) {
+// query checks q is one statement, then runs it with args bound read-only through Arrow.
+func (s *Server) query(ctx context.Context, q string, args ...any) (array.RecordReader, error) {
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, "store unavailable")
@@ -195,7 +208,7 @@ func (s *Server) query(ctx context.Context, q string) (array.RecordReader, error
 		if err != nil {
 			return err
 		}
-		rd, err = ar.QueryContext(ctx, q)
+		rd, err = ar.QueryContext(ctx, q, args...)
 		return err
 	})
 	if err != nil {
@@ -216,12 +229,16 @@ func firstLine(err error) string {
 	return strings.TrimPrefix(msg, "duckdb_execute_prepared_arrow: ")
 }
 
-// record audits a statement locally: who, its hash, rows returned or the refusal.
-func (s *Server) record(ctx context.Context, q string, rows int64, err error) {
+// record audits a statement locally: who, its hash, for a prepared statement how many
+// parameters were bound (params; plainStatement for none), rows returned or the refusal.
+func (s *Server) record(ctx context.Context, q string, params int, rows int64, err error) {
 	fields := map[string]string{"statement_sha256": statementHash(q)}
+	if params != plainStatement {
+		fields["parameters"] = strconv.Itoa(params)
+	}
 	action := "sql.query"
 	if err != nil {
-		action, fields["error"] = "sql.refuse", status.Convert(err).Message()
+		action, fields["error"] = "sql.refuse", auditReason(err)
 	} else {
 		fields["rows"] = strconv.FormatInt(rows, 10)
 	}
@@ -233,9 +250,19 @@ func (s *Server) record(ctx context.Context, q string, rows int64, err error) {
 	}
 }
 
+// duckdbClass matches DuckDB's error class ("Conversion Error: ...") and everything after it.
+var duckdbClass = regexp.MustCompile(`\b([A-Z][A-Za-z]* Error): .*`)
+
+// auditReason is the refusal as the audit log keeps it. DuckDB's text after its error class
+// can quote a literal of the statement, a bound parameter or a cell ("Could not convert
+// string '...'"), and the log keeps statements by hash only: it keeps the class.
+func auditReason(err error) string {
+	return duckdbClass.ReplaceAllString(status.Convert(err).Message(), "$1")
+}
+
 // DoPutCommandStatementUpdate refuses every write.
 func (s *Server) DoPutCommandStatementUpdate(ctx context.Context, cmd flightsql.StatementUpdate) (int64, error) {
-	s.record(ctx, cmd.GetQuery(), -1, status.Error(codes.PermissionDenied, ErrReadOnly.Error()))
+	s.record(ctx, cmd.GetQuery(), plainStatement, -1, status.Error(codes.PermissionDenied, ErrReadOnly.Error()))
 	return 0, status.Error(codes.PermissionDenied, ErrReadOnly.Error())
 }
 
