@@ -38,10 +38,11 @@ type Auditor interface {
 // Server answers Flight SQL on one DuckDB store.
 type Server struct {
 	flightsql.BaseServer
-	db     *sql.DB
-	audit  Auditor
-	logger *slog.Logger
-	mem    memory.Allocator
+	db       *sql.DB
+	audit    Auditor
+	logger   *slog.Logger
+	mem      memory.Allocator
+	prepared *preparedSet
 }
 
 var _ flightsql.Server = (*Server)(nil)
@@ -52,7 +53,7 @@ func New(db *sql.DB, a Auditor, logger *slog.Logger) (*Server, error) {
 	if _, err := db.Exec("SET enable_external_access = false"); err != nil {
 		return nil, fmt.Errorf("lock file access: %w", err)
 	}
-	s := &Server{db: db, audit: a, logger: logger.With("component", "sql"), mem: memory.DefaultAllocator}
+	s := &Server{db: db, audit: a, logger: logger.With("component", "sql"), mem: memory.DefaultAllocator, prepared: newPreparedSet()}
 	s.Alloc = s.mem
 	for id, v := range map[flightsql.SqlInfo]any{
 		flightsql.SqlInfoFlightSqlServerName:         "Samsyn node (DuckDB)",
