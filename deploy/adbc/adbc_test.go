@@ -2,6 +2,7 @@ package adbc
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/apache/arrow-adbc/go/adbc"
 	"github.com/apache/arrow-adbc/go/adbc/driver/flightsql"
+	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"github.com/apache/arrow/go/v17/arrow/memory"
 
@@ -22,7 +24,7 @@ import (
 
 const token = "analyst-token-for-adbc-tests"
 
-func TestADBCClientBrowsesAndQueriesANode(t *testing.T) {
+func TestADBCClientBrowsesQueriesAndRunsPreparedStatementsOnANode(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	dir := t.TempDir()
@@ -127,5 +129,67 @@ func TestADBCClientBrowsesAndQueriesANode(t *testing.T) {
 	}
 	if _, err := query(open("not-the-token"), "SELECT 1"); err == nil {
 		t.Fatal("a wrong token was accepted")
+	}
+
+	// A prepared statement with a bound parameter, as JDBC tools run their queries; the
+	// oracle is the same question asked of the store directly, the value written in.
+	stmt, err := cn.NewStatement()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stmt.Close()
+	if err := stmt.SetSqlQuery("SELECT participant_key, birth_year FROM participant WHERE birth_year >= ? ORDER BY participant_key"); err != nil {
+		t.Fatal(err)
+	}
+	if err := stmt.Prepare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ps, err := stmt.GetParameterSchema(); err != nil || ps.NumFields() != 1 {
+		t.Fatalf("parameter schema: %v %v", ps, err)
+	}
+	pb := array.NewInt64Builder(memory.DefaultAllocator)
+	pb.Append(1985)
+	param := pb.NewArray()
+	pb.Release()
+	bound := array.NewRecord(arrow.NewSchema([]arrow.Field{{Name: "year", Type: arrow.PrimitiveTypes.Int64}}, nil), []arrow.Array{param}, 1)
+	param.Release()
+	defer bound.Release()
+	if err := stmt.Bind(ctx, bound); err != nil {
+		t.Fatal(err)
+	}
+	rd, _, err := stmt.ExecuteQuery(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for rd.Next() {
+		rec := rd.Record()
+		for i := 0; i < int(rec.NumRows()); i++ {
+			got = append(got, rec.Column(0).ValueStr(i)+" "+rec.Column(1).ValueStr(i))
+		}
+	}
+	if err := rd.Err(); err != nil {
+		t.Fatal(err)
+	}
+	rd.Release()
+	rows, err := st.DB().QueryContext(ctx, "SELECT participant_key, birth_year FROM participant WHERE birth_year >= 1985 ORDER BY participant_key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for rows.Next() {
+		var key string
+		var year int
+		if err := rows.Scan(&key, &year); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, fmt.Sprintf("%s %d", key, year))
+	}
+	rows.Close()
+	if len(want) == 0 || len(want) == 1200 {
+		t.Fatalf("the oracle selects %d of 1200 rows: the test needs some, not all", len(want))
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("prepared with a parameter: %d rows, the store has %d", len(got), len(want))
 	}
 }
