@@ -366,15 +366,27 @@ func TestPreparedStatements(t *testing.T) {
 		}
 	})
 
-	t.Run("$n placeholders take a date and a string", func(t *testing.T) {
-		p, err := c.Prepare(authed(t), "SELECT count(*) FROM episode WHERE start_date >= $1 AND method = $2")
-		must(t, err, "prepare")
-		defer p.Close(authed(t))
-		got, _, err := executePrepared(t, c, mem, p, arrow.Date32FromTime(time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC)), "SE")
-		must(t, err, "execute")
+	t.Run("a date as a date, as text cast in the SQL, with $n, ? and $name placeholders", func(t *testing.T) {
 		want := oracle(t, n.db, "SELECT count(*) FROM episode WHERE start_date >= DATE '2021-01-01' AND method = 'SE'")
-		if want[0][0] == "0" || fmt.Sprint(got) != fmt.Sprint(want) {
-			t.Fatalf("got %v, the store says %v", got, want)
+		if want[0][0] == "0" {
+			t.Fatal("fixture: no SE episode from 2021")
+		}
+		for _, tc := range []struct {
+			q    string
+			args []any
+		}{
+			{"SELECT count(*) FROM episode WHERE start_date >= $1 AND method = $2", []any{arrow.Date32FromTime(time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC)), "SE"}},
+			{"SELECT count(*) FROM episode WHERE start_date >= CAST(? AS DATE) AND method = ?", []any{"2021-01-01", "SE"}},
+			{"SELECT count(*) FROM episode WHERE start_date >= $since::DATE AND method = $method", []any{"2021-01-01", "SE"}},
+		} {
+			p, err := c.Prepare(authed(t), tc.q)
+			must(t, err, "prepare "+tc.q)
+			got, _, err := executePrepared(t, c, mem, p, tc.args...)
+			must(t, err, tc.q)
+			must(t, p.Close(authed(t)), "close")
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("%s: got %v, the store says %v", tc.q, got, want)
+			}
 		}
 	})
 
