@@ -39,7 +39,7 @@ bench: ## Run the benchmarks (BENCH=regexp, BENCHTIME=1x); figures go to docs/be
 bench-import: ## Import 1,000,000 participants from CSV against DuckDB's own read_csv
 	$(GO) test -run '^$$' -bench 'ImportVsReadCSV' -benchtime 1x -timeout 30m ./node/importer/
 
-lint: ## go vet, staticcheck, the import-direction check, the alert rules (promtool), the Grafana dashboard, the units' hardening
+lint: ## go vet, staticcheck, the import-direction check, the alert rules (promtool), the Grafana dashboard, the units' hardening, the Kubernetes manifests and the Dockerfile
 	$(GO) vet ./...
 	@test -x $(TOOLS)/staticcheck || GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@latest
 	$(TOOLS)/staticcheck ./...
@@ -50,6 +50,7 @@ lint: ## go vet, staticcheck, the import-direction check, the alert rules (promt
 	python3 -m json.tool deploy/monitoring/grafana-dashboard.json >/dev/null
 	@command -v systemd-analyze >/dev/null || { echo "systemd-analyze is needed to check the units' hardening (apt-get install systemd)"; exit 1; }
 	for u in deploy/systemd/*.service; do systemd-analyze security --offline=yes --threshold=20 "$$u" >/tmp/samsyn-unit-security.txt || { cat /tmp/samsyn-unit-security.txt; echo "$$u: exposure above 2.0"; exit 1; }; tail -n 1 /tmp/samsyn-unit-security.txt; done
+	cd deploy/lint && $(GO) vet ./... && $(GO) test ./...   # Kubernetes manifests and Dockerfile through their own parsers (own module)
 
 fmt: ## Format every Go file
 	gofmt -w $$(git ls-files '*.go')

@@ -1,0 +1,3 @@
+# An instruction Docker does not know.
+FROM debian:trixie-slim
+RUNN true
