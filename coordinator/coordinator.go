@@ -33,6 +33,11 @@ type Node struct {
 	ApprovalKey ed25519.PublicKey // the association's data owner
 	Health      func(ctx context.Context) error
 	Status      func(ctx context.Context) (*nodeclient.Status, error) // snapshot and versions; may be nil
+	// Mode is how the coordinator reaches the node: "listen" (it dials the node's Flight
+	// port) or "dial-out" (the node keeps a tunnel open to the coordinator).
+	Mode string
+	// Tunnel, for a dial-out node, reports whether its tunnel is open and since when.
+	Tunnel func() (since time.Time, open bool)
 }
 
 // Options configure a Coordinator.
@@ -80,6 +85,7 @@ type Coordinator struct {
 	refusals   *prometheus.CounterVec
 	nodeUp     *prometheus.GaugeVec
 	lastSeen   *prometheus.GaugeVec
+	seenAt     map[string]time.Time // guarded by mu
 	ready      prometheus.Gauge
 	released   prometheus.Counter
 	suppressed prometheus.Counter
@@ -122,7 +128,7 @@ func New(o Options) (*Coordinator, error) {
 		o.Registerer = prometheus.NewRegistry()
 	}
 	c := &Coordinator{o: o, logger: o.Logger.With("component", "coordinator"), nodes: map[string]Node{},
-		wake: make(chan struct{}, 1), progress: map[string]map[string]NodeProgress{}, finished: map[string]chan struct{}{}}
+		wake: make(chan struct{}, 1), progress: map[string]map[string]NodeProgress{}, finished: map[string]chan struct{}{}, seenAt: map[string]time.Time{}}
 	for _, n := range o.Nodes {
 		c.nodes[n.Association] = n
 	}
@@ -394,7 +400,7 @@ func (c *Coordinator) watch(ctx context.Context) {
 					return
 				}
 				c.nodeUp.WithLabelValues(n.Association).Set(1)
-				c.seen(n.Association)
+				c.Seen(n.Association)
 			}()
 		}
 		wg.Wait()
@@ -412,8 +418,20 @@ func (c *Coordinator) watch(ctx context.Context) {
 	}
 }
 
-func (c *Coordinator) seen(assoc string) {
-	c.lastSeen.WithLabelValues(assoc).Set(float64(time.Now().Unix()))
+// Seen records that the node answered now.
+func (c *Coordinator) Seen(assoc string) {
+	now := time.Now()
+	c.lastSeen.WithLabelValues(assoc).Set(float64(now.Unix()))
+	c.mu.Lock()
+	c.seenAt[assoc] = now
+	c.mu.Unlock()
+}
+
+// LastSeen is when the node last answered a health probe or a ticket (zero: not yet).
+func (c *Coordinator) LastSeen(assoc string) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.seenAt[assoc]
 }
 
 // Stop stops the worker and waits for it.

@@ -124,7 +124,7 @@ func (c *Coordinator) runFanOut(ctx context.Context, s *study.Study, qi int, tar
 			} else {
 				d.State, d.Release, d.Metadata = state.DispatchReleased, raw, out.Release.Metadata
 				c.nodeSecs.WithLabelValues(out.Association).Observe(out.Elapsed.Seconds())
-				c.seen(out.Association)
+				c.Seen(out.Association)
 			}
 			out.Release = nil
 		}

@@ -34,6 +34,7 @@ import (
 	"github.com/samsyn/samsyn/queries/secagg"
 	"github.com/samsyn/samsyn/queries/wire"
 	"github.com/samsyn/samsyn/queries/wire/mtls"
+	"github.com/samsyn/samsyn/queries/wire/tunnel"
 	"github.com/samsyn/samsyn/schemas"
 )
 
@@ -41,10 +42,13 @@ import (
 // key and certificate files.
 type Options struct {
 	// Certificate, when set, returns the node's certificate in use (reloaded on SIGHUP).
-	Certificate    func() *x509.Certificate
-	Config         *config.Config
-	Secret         []byte
-	TLS            *tls.Config // mutual TLS that admits only the coordinator
+	Certificate func() *x509.Certificate
+	Config      *config.Config
+	Secret      []byte
+	TLS         *tls.Config // mutual TLS that admits only the coordinator
+	// DialTLS is the client side of the tunnel of a node that dials out (coordinator.dial):
+	// this node's certificate, pinned to the coordinator's identity.
+	DialTLS        *tls.Config
 	CatalogKey     ed25519.PublicKey
 	TicketKeys     []ed25519.PublicKey
 	AssociationKey ed25519.PublicKey
@@ -127,9 +131,10 @@ func Serve(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	var g run.Group
+	ln, err := listen(cfg, o, logger, &g)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+		return err
 	}
 	refused := promauto.With(o.Registerer).NewCounterVec(prometheus.CounterOpts{
 		Name: "samsyn_node_tls_handshakes_refused_total", Help: "TLS handshakes the node refused, by reason (identity, unknown_ca, no_certificate, expired, closed, other).",
@@ -159,7 +164,6 @@ func Serve(ctx context.Context, o Options) error {
 		o.Listening(ln.Addr().String())
 	}
 
-	var g run.Group
 	if cfg.SQL.Listen != "" {
 		token, err := cfg.ReadSQLToken()
 		if err != nil {
@@ -224,6 +228,54 @@ func Serve(ctx context.Context, o Options) error {
 		return nil
 	}, func(error) { cancel() })
 	return g.Run()
+}
+
+// listen opens the Flight port, the tunnel to the coordinator, or both: the coordinator's
+// streams through the tunnel reach the same gRPC server as its direct connections, with the
+// same mutual TLS. The tunnel's dialling is added to g.
+func listen(cfg *config.Config, o Options, logger *slog.Logger, g *run.Group) (net.Listener, error) {
+	var direct net.Listener
+	if cfg.Listen != "" {
+		ln, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+		}
+		direct = ln
+	}
+	if cfg.Coordinator.Dial == "" {
+		return direct, nil
+	}
+	if o.DialTLS == nil {
+		if direct != nil {
+			direct.Close()
+		}
+		return nil, errors.New("serve: coordinator.dial needs the tunnel's mutual TLS")
+	}
+	addr := "tunnel to " + cfg.Coordinator.Dial
+	if direct != nil {
+		addr = direct.Addr().String() + " and " + addr
+	}
+	merged := tunnel.NewListener(tunnel.Addr(addr))
+	if direct != nil {
+		g.Add(func() error { return merged.Pump(direct) }, func(error) { merged.Close() })
+	}
+	up := promauto.With(o.Registerer).NewGauge(prometheus.GaugeOpts{
+		Name: "samsyn_node_tunnel_up", Help: "1 while the node's tunnel to the coordinator is open (dial-out mode), else 0.",
+	})
+	opened := promauto.With(o.Registerer).NewCounter(prometheus.CounterOpts{
+		Name: "samsyn_node_tunnel_opened_total", Help: "Tunnels to the coordinator opened (dial-out mode); more than one means it was re-established.",
+	})
+	d := &tunnel.Dialer{Addr: cfg.Coordinator.Dial, TLS: o.DialTLS, Logger: logger, OnState: func(on bool) {
+		if on {
+			up.Set(1)
+			opened.Inc()
+		} else {
+			up.Set(0)
+		}
+	}}
+	ctx, cancel := context.WithCancel(context.Background())
+	g.Add(func() error { return d.Run(ctx, merged) }, func(error) { cancel() })
+	return merged, nil
 }
 
 // aggregation builds the node's part in pooled releases from its config: its key derived

@@ -84,7 +84,7 @@ func newCoordinatorCmd(g *globals) *cobra.Command {
 			defer stop()
 			return daemon.Run(ctx, daemon.Options{
 				Config: cfg, TicketKey: ticketKey, CatalogKey: catKey, ApprovalKeys: approval, HTTPTLS: httpTLS, Users: tokens,
-				NodeTLS: certs.ClientConfig, NodeCertificate: certs.Leaf,
+				NodeTLS: certs.ClientConfig, TunnelTLS: certs.ServerConfig, NodeCertificate: certs.Leaf,
 				Logger: logger, Registry: proc.NewRegistry(),
 				Extra: dashboardRoutes(cfg.Plans()),
 				Listening: func(url string) {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"strconv"
@@ -68,6 +69,12 @@ func newNodeServeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			var dialTLS *tls.Config
+			if cfg.Coordinator.Dial != "" {
+				if dialTLS, err = certs.ClientConfig(cfg.Coordinator.Identity); err != nil {
+					return err
+				}
+			}
 			stopReload := proc.OnReload(func() {
 				if err := certs.Reload(); err != nil {
 					logger.Error("certificates not reloaded: keeping the ones in use", "err", err)
@@ -87,7 +94,7 @@ func newNodeServeCmd(g *globals) *cobra.Command {
 			ctx, cancel := context.WithCancel(ctx)
 			var g run.Group
 			g.Add(func() error {
-				return node.Serve(ctx, node.Options{Config: cfg, Secret: secret, TLS: tlsConf, Certificate: certs.Leaf, CatalogKey: catKey,
+				return node.Serve(ctx, node.Options{Config: cfg, Secret: secret, TLS: tlsConf, DialTLS: dialTLS, Certificate: certs.Leaf, CatalogKey: catKey,
 					TicketKeys: ticketKeys, AssociationKey: assocKey, Logger: logger, Registerer: reg, Ready: ready.Set,
 					Listening: func(addr string) {
 						logger.Info("listening", "flight", addr, "health", hs.Addr())

@@ -212,14 +212,20 @@ func (s *Server) catalog(w http.ResponseWriter, _ *http.Request, _ User) {
 }
 
 type nodeStatus struct {
-	Association   string  `json:"association"`
-	Status        string  `json:"status"` // healthy, unhealthy, unreachable
-	Error         string  `json:"error,omitempty"`
-	LatencyMS     float64 `json:"latency_ms"`
-	Snapshot      string  `json:"snapshot,omitempty"`
-	LastImport    string  `json:"last_import,omitempty"`
-	SchemaVersion int     `json:"schema_version,omitempty"`
-	Catalog       string  `json:"catalog,omitempty"`
+	Association string `json:"association"`
+	Status      string `json:"status"` // healthy, unhealthy, unreachable
+	// Mode is "listen" (the coordinator dials the node) or "dial-out" (the node keeps a
+	// tunnel open to the coordinator); TunnelSince is when that tunnel opened.
+	Mode        string     `json:"mode"`
+	TunnelSince *time.Time `json:"tunnel_since,omitempty"`
+	// LastSeen is when the node last answered a health probe or a ticket.
+	LastSeen      *time.Time `json:"last_seen,omitempty"`
+	Error         string     `json:"error,omitempty"`
+	LatencyMS     float64    `json:"latency_ms"`
+	Snapshot      string     `json:"snapshot,omitempty"`
+	LastImport    string     `json:"last_import,omitempty"`
+	SchemaVersion int        `json:"schema_version,omitempty"`
+	Catalog       string     `json:"catalog,omitempty"`
 	// Audit is the latest audit entry the node reported with an answer: the anchor its
 	// operator checks the node's log against (samsyn node audit verify --anchor).
 	Audit *state.Anchor `json:"audit,omitempty"`
@@ -240,7 +246,15 @@ func (s *Server) nodes(w http.ResponseWriter, r *http.Request, _ User) {
 			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 			defer cancel()
 			start := time.Now()
-			st := nodeStatus{Association: n.Association, Status: "healthy"}
+			st := nodeStatus{Association: n.Association, Status: "healthy", Mode: n.Mode}
+			if st.Mode == "" {
+				st.Mode = "listen"
+			}
+			if n.Tunnel != nil {
+				if since, open := n.Tunnel(); open {
+					st.TunnelSince = &since
+				}
+			}
 			if a, ok := anchors[n.Association]; ok {
 				st.Audit = &a
 			}
@@ -253,6 +267,12 @@ func (s *Server) nodes(w http.ResponseWriter, r *http.Request, _ User) {
 				}
 			}
 			st.LatencyMS = float64(time.Since(start).Microseconds()) / 1000
+			if st.Status == "healthy" {
+				s.c.Seen(n.Association)
+			}
+			if seen := s.c.LastSeen(n.Association); !seen.IsZero() {
+				st.LastSeen = &seen
+			}
 			if st.Status == "healthy" && n.Status != nil {
 				if ns, err := n.Status(ctx); err == nil {
 					st.Snapshot, st.LastImport, st.SchemaVersion, st.Catalog = ns.Snapshot, ns.LastImport, ns.SchemaVersion, ns.Catalog

@@ -28,6 +28,9 @@ type Config struct {
 	// TLS serves the API over HTTPS; required unless Listen is a loopback address.
 	TLS      *ServerTLS `yaml:"tls"`
 	NodesTLS ClientTLS  `yaml:"nodes_tls"` // the coordinator's client certificate towards nodes
+	// TunnelListen accepts the tunnels of nodes that dial out (mutual TLS with the nodes_tls
+	// certificate); required when a node has dial_out, unused otherwise.
+	TunnelListen string `yaml:"tunnel_listen"`
 	// TicketKey signs the tickets sent to nodes (ed25519 private key, mode 0600).
 	TicketKey string  `yaml:"ticket_key"`
 	Catalog   Catalog `yaml:"catalog"`
@@ -76,12 +79,23 @@ type FanOut struct {
 type Node struct {
 	Association string `yaml:"association"`
 	Address     string `yaml:"address"`
+	// DialOut: the node has no inbound port and dials the coordinator's tunnel_listen
+	// instead; then it has no address.
+	DialOut     bool   `yaml:"dial_out"`
 	Identity    string `yaml:"identity"`     // the samsyn:// identity its certificate must carry
 	ApprovalKey string `yaml:"approval_key"` // the association data owner's public key
 	// PlannedParticipants is the association's planned number of participants over the
 	// project period; the dashboard shows progress against it (0: no plan given).
 	PlannedParticipants int `yaml:"planned_participants"`
 	line                int
+}
+
+// Mode is "dial-out" for a node that dials the coordinator, "listen" for one it dials.
+func (n Node) Mode() string {
+	if n.DialOut {
+		return "dial-out"
+	}
+	return "listen"
 }
 
 // Plans lists each association's planned number of participants (those with a plan).
@@ -225,6 +239,11 @@ func (c *Config) validate() error {
 	if !loopback(c.Listen) && (c.TLS == nil || c.TLS.Cert == "" || c.TLS.Key == "") {
 		return c.fail("listen", fmt.Sprintf("%q is not loopback: set tls.cert and tls.key to serve the API over HTTPS", c.Listen))
 	}
+	if c.TunnelListen != "" {
+		if _, _, err := net.SplitHostPort(c.TunnelListen); err != nil {
+			return c.fail("tunnel_listen", fmt.Sprintf("%q: expected host:port", c.TunnelListen))
+		}
+	}
 	if c.FanOut.NodeTimeout <= 0 || c.FanOut.Retries < 0 || c.FanOut.Retries > 10 {
 		return c.fail("fanout", "node_timeout must be positive and retries 0–10")
 	}
@@ -243,8 +262,12 @@ func (c *Config) validate() error {
 			return fail(fmt.Sprintf("association %q: expected one of %s", n.Association, strings.Join(assoc.Values(), ", ")))
 		case seen[n.Association]:
 			return fail(fmt.Sprintf("association %s is listed twice", n.Association))
-		case n.Address == "":
-			return fail("address: missing: expected host:port of the node's Flight service")
+		case n.Address == "" && !n.DialOut:
+			return fail("address: missing: expected host:port of the node's Flight service, or dial_out: true for a node that dials the coordinator")
+		case n.Address != "" && n.DialOut:
+			return fail("address and dial_out: a node either listens (address) or dials out (dial_out: true), not both")
+		case n.DialOut && c.TunnelListen == "":
+			return fail("dial_out: the coordinator needs tunnel_listen (host:port) for nodes that dial out")
 		case !strings.HasPrefix(n.Identity, "samsyn://node/"):
 			return fail(fmt.Sprintf("identity %q: expected samsyn://node/<id>", n.Identity))
 		case n.ApprovalKey == "":

@@ -26,6 +26,7 @@ import (
 	"github.com/samsyn/samsyn/coordinator/state"
 	"github.com/samsyn/samsyn/queries"
 	"github.com/samsyn/samsyn/queries/audit"
+	"github.com/samsyn/samsyn/queries/wire/tunnel"
 )
 
 // Options are what the daemon needs beyond its config: the material main loads from files.
@@ -35,6 +36,9 @@ type Options struct {
 	CatalogKey   ed25519.PublicKey
 	ApprovalKeys map[string]ed25519.PublicKey               // by association
 	NodeTLS      func(identity string) (*tls.Config, error) // client TLS pinned to a node's identity
+	// TunnelTLS is the server TLS of the tunnel port, admitting the given node identities
+	// (the nodes_tls certificate); needed only when a node dials out.
+	TunnelTLS func(identities ...string) (*tls.Config, error)
 	// NodeCertificate, when set, returns the coordinator's client certificate in use
 	// (reloaded on SIGHUP), for the expiry gauge.
 	NodeCertificate func() *x509.Certificate
@@ -46,6 +50,51 @@ type Options struct {
 	Extra     func(mux *http.ServeMux, a *api.Server, c *coordinator.Coordinator, s *state.Store)
 	Listening func(url string)
 	Ready     func(bool)
+}
+
+// tunnelHub listens for the tunnels of the nodes that dial out, if any do.
+func tunnelHub(cfg *config.Config, o Options) (*tunnel.Hub, net.Listener, error) {
+	var ids []string
+	for _, n := range cfg.Nodes {
+		if n.DialOut {
+			ids = append(ids, n.Identity)
+		}
+	}
+	if len(ids) == 0 {
+		return nil, nil, nil
+	}
+	if o.TunnelTLS == nil {
+		return nil, nil, errors.New("coordinator: nodes dial out but no tunnel TLS is configured")
+	}
+	tlsConf, err := o.TunnelTLS(ids...)
+	if err != nil {
+		return nil, nil, err
+	}
+	opened := promauto.With(o.Registry).NewCounterVec(prometheus.CounterOpts{
+		Name: "samsyn_coordinator_tunnels_opened_total", Help: "Tunnels opened by dial-out nodes, by node identity.",
+	}, []string{"identity"})
+	up := promauto.With(o.Registry).NewGaugeVec(prometheus.GaugeOpts{
+		Name: "samsyn_coordinator_tunnel_up", Help: "1 while a dial-out node's tunnel is open, else 0, by node identity.",
+	}, []string{"identity"})
+	for _, id := range ids {
+		up.WithLabelValues(id).Set(0)
+	}
+	hub, err := tunnel.NewHub(tlsConf, ids, o.Logger, func(id string, open bool) {
+		if open {
+			opened.WithLabelValues(id).Inc()
+			up.WithLabelValues(id).Set(1)
+		} else {
+			up.WithLabelValues(id).Set(0)
+		}
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.TunnelListen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("listen on %s (tunnel_listen): %w", cfg.TunnelListen, err)
+	}
+	return hub, ln, nil
 }
 
 // Run serves until ctx is done.
@@ -75,6 +124,13 @@ func Run(ctx context.Context, o Options) error {
 	if o.HTTPTLS != nil && len(o.HTTPTLS.Certificates) > 0 && o.HTTPTLS.Certificates[0].Leaf != nil {
 		expiry.WithLabelValues("https").Set(float64(o.HTTPTLS.Certificates[0].Leaf.NotAfter.Unix()))
 	}
+	hub, tunnelLn, err := tunnelHub(cfg, o)
+	if err != nil {
+		return err
+	}
+	if tunnelLn != nil {
+		defer tunnelLn.Close()
+	}
 	for _, n := range cfg.Nodes {
 		tlsConf, err := o.NodeTLS(n.Identity)
 		if err != nil {
@@ -86,12 +142,20 @@ func Run(ctx context.Context, o Options) error {
 		if o.NodeCertificate != nil {
 			expiry.WithLabelValues("nodes").Set(float64(o.NodeCertificate().NotAfter.Unix()))
 		}
-		c, err := nodeclient.Dial(n.Association, n.Address, tlsConf, nil)
+		node := coordinator.Node{Association: n.Association, ApprovalKey: o.ApprovalKeys[n.Association], Mode: n.Mode()}
+		var c *nodeclient.Client
+		if n.DialOut {
+			c, err = nodeclient.DialTunnel(n.Association, "tunnel/"+n.Association, hub.Dialer(n.Identity), tlsConf, nil)
+			node.Tunnel = func() (time.Time, bool) { return hub.Connected(n.Identity) }
+		} else {
+			c, err = nodeclient.Dial(n.Association, n.Address, tlsConf, nil)
+		}
 		if err != nil {
 			return err
 		}
 		defer c.Close()
-		nodes = append(nodes, coordinator.Node{Association: n.Association, Client: c, ApprovalKey: o.ApprovalKeys[n.Association], Health: c.Healthy, Status: c.Status})
+		node.Client, node.Health, node.Status = c, c.Healthy, c.Status
+		nodes = append(nodes, node)
 	}
 	coord, err := coordinator.New(coordinator.Options{ID: cfg.ID, Store: st, Catalog: cat, Signatures: sigs, Nodes: nodes,
 		TicketKey: o.TicketKey, Policy: cfg.EffectivePolicy(), Audit: log, Logger: o.Logger, Registerer: o.Registry, StandingEvery: cfg.StandingEvery,
@@ -142,6 +206,13 @@ func Run(ctx context.Context, o Options) error {
 	msrv := &http.Server{Handler: metricsMux, ReadHeaderTimeout: 10 * time.Second}
 
 	var g run.Group
+	if hub != nil {
+		tctx, cancel := context.WithCancel(ctx)
+		g.Add(func() error {
+			o.Logger.Info("accepting the tunnels of dial-out nodes", "listen", tunnelLn.Addr().String())
+			return hub.Serve(tctx, tunnelLn)
+		}, func(error) { cancel() })
+	}
 	g.Add(func() error {
 		if err := msrv.Serve(mln); !errors.Is(err, http.ErrServerClosed) {
 			return err

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"time"
 
 	"github.com/apache/arrow/go/v17/arrow"
@@ -38,18 +39,29 @@ type Client struct {
 // Dial prepares a connection to a node at addr; tlsConf must pin the node's identity.
 // gRPC connects lazily and reconnects by itself, so one Client lives as long as the coordinator.
 func Dial(association, addr string, tlsConf *tls.Config, alloc memory.Allocator) (*Client, error) {
+	return dial(association, addr, tlsConf, alloc)
+}
+
+// DialTunnel prepares a connection to a node that dials out: every gRPC connection is a stream
+// opened by dialer through the node's tunnel (tunnel.Hub.Dialer), carrying the same mutual TLS
+// as a direct connection. addr only names the node in errors.
+func DialTunnel(association, addr string, dialer func(context.Context, string) (net.Conn, error), tlsConf *tls.Config, alloc memory.Allocator) (*Client, error) {
+	return dial(association, "passthrough:///"+addr, tlsConf, alloc, grpc.WithContextDialer(dialer))
+}
+
+func dial(association, addr string, tlsConf *tls.Config, alloc memory.Allocator, extra ...grpc.DialOption) (*Client, error) {
 	if tlsConf == nil {
 		return nil, errors.New("nodeclient: mutual TLS is required")
 	}
 	if alloc == nil {
 		alloc = memory.DefaultAllocator
 	}
-	conn, err := grpc.NewClient(addr,
-		grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)),
+	opts := append([]grpc.DialOption{}, grpc.WithTransportCredentials(credentials.NewTLS(tlsConf)),
 		// Reconnect within a second or two of a node's return, not gRPC's default two minutes.
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
 			MinConnectTimeout: 5 * time.Second}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxReleaseBytes)))
+	conn, err := grpc.NewClient(addr, append(opts, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("dial node %s at %s: %w", association, addr, err)
 	}

@@ -38,7 +38,8 @@ type Config struct {
 
 	// The rest is needed only to serve (samsyn node serve).
 
-	// Listen is the Flight address (mutual TLS) the coordinator connects to.
+	// Listen is the Flight address (mutual TLS) the coordinator connects to. A node that
+	// dials out (coordinator.dial) may leave it empty: it then opens no inbound port.
 	Listen string `yaml:"listen"`
 	// HealthListen serves /healthz, /readyz and /metrics over plain HTTP; loopback only.
 	HealthListen string `yaml:"health_listen"`
@@ -168,6 +169,9 @@ type Coordinator struct {
 	Identity string `yaml:"identity"`
 	// TicketKeys are the public keys whose signatures on tickets this node accepts.
 	TicketKeys []string `yaml:"ticket_keys"`
+	// Dial, when set (host:port of the coordinator's tunnel_listen), makes the node dial out:
+	// it keeps a mutual-TLS tunnel open to the coordinator, which sends its tickets through it.
+	Dial string `yaml:"dial"`
 }
 
 // Catalog locates the signed catalog.
@@ -401,7 +405,6 @@ func (c *Config) ValidateServe() error {
 		return &Error{File: c.path, Line: c.lines[top], Field: field, Msg: msg}
 	}
 	required := []struct{ field, value, what string }{
-		{"listen", c.Listen, "the Flight address, e.g. 0.0.0.0:7001"},
 		{"tls.ca", c.TLS.CA, "the federation CA certificate"},
 		{"tls.cert", c.TLS.Cert, "this node's certificate"},
 		{"tls.key", c.TLS.Key, "this node's private key"},
@@ -409,6 +412,9 @@ func (c *Config) ValidateServe() error {
 		{"catalog.dir", c.Catalog.Dir, "the folder of the signed catalog"},
 		{"catalog.authority_key", c.Catalog.AuthorityKey, "the catalog authority's public key"},
 		{"association_key", c.AssociationKey, "the public key of this association's data owner"},
+	}
+	if c.Listen == "" && c.Coordinator.Dial == "" {
+		return fail("listen", "missing: expected the Flight address, e.g. 0.0.0.0:7001, or coordinator.dial (host:port) for a node that dials out")
 	}
 	for _, r := range required {
 		if strings.TrimSpace(r.value) == "" {
@@ -428,8 +434,11 @@ func (c *Config) ValidateServe() error {
 	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
 		return fail("health_listen", fmt.Sprintf("%q: plain HTTP is served on loopback only (use 127.0.0.1:PORT and scrape through a local agent)", c.HealthListen))
 	}
-	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+	if _, _, err := net.SplitHostPort(c.Listen); c.Listen != "" && err != nil {
 		return fail("listen", fmt.Sprintf("%q: expected host:port", c.Listen))
+	}
+	if _, _, err := net.SplitHostPort(c.Coordinator.Dial); c.Coordinator.Dial != "" && err != nil {
+		return fail("coordinator.dial", fmt.Sprintf("%q: expected host:port of the coordinator's tunnel_listen", c.Coordinator.Dial))
 	}
 	return nil
 }

@@ -115,4 +115,14 @@ func TestServeConfig(t *testing.T) {
 	if err := minimal.ValidateServe(); err == nil || !strings.Contains(err.Error(), "listen: missing") {
 		t.Fatalf("serve without listen: %v", err)
 	}
+	// A node that dials out needs no listen; a malformed dial address is named.
+	c.HealthListen = "127.0.0.1:9100"
+	c.Listen, c.Coordinator.Dial = "", "coordinator.example:7443"
+	if err := c.ValidateServe(); err != nil {
+		t.Fatalf("dial-out node without listen: %v", err)
+	}
+	c.Coordinator.Dial = "coordinator.example"
+	if err := c.ValidateServe(); err == nil || !strings.Contains(err.Error(), "coordinator.dial") {
+		t.Fatalf("bad dial address: %v", err)
+	}
 }
