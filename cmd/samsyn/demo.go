@@ -13,12 +13,13 @@ import (
 func newDemoCmd(g *globals) *cobra.Command {
 	o := demo.Options{}
 	cmd := &cobra.Command{
-		Use:   "demo [--dir DIR] [--http ADDR] [--participants N] [--seed S]",
+		Use:   "demo [--dir DIR] [--http ADDR] [--participants N] [--seed S] [--dial-out[=ASSOCIATIONS]]",
 		Short: "Build and start a local federation on synthetic data: eight nodes and a coordinator",
 		Long: `Build (or reuse) a local federation under DIR: a federation CA and certificates, signing
 keys, the signed catalog, SYNTHETIC data for the eight associations imported into eight node
 stores, then start a node process per association and a coordinator, each on its own loopback
-port (from deploy/federation/federation.yaml). Once every node is healthy it seeds the standard
+port (from deploy/federation/federation.yaml). With --dial-out the nodes open no inbound port:
+each keeps a mutual-TLS tunnel open to the coordinator's tunnel port instead. Once every node is healthy it seeds the standard
 studies and prints "ready <URL>" and the path of credentials.json (a token per role).
 Ctrl-C stops every process. All data in the demo is synthetic.`,
 		Args: cobra.NoArgs,
@@ -45,5 +46,7 @@ Ctrl-C stops every process. All data in the demo is synthetic.`,
 	cmd.Flags().IntVar(&o.PortOffset, "port-offset", 0, "added to every reference port, to run beside another federation")
 	cmd.Flags().IntVar(&o.Participants, "participants", 1900, "synthetic participants over the whole federation")
 	cmd.Flags().Uint64Var(&o.Seed, "seed", 1, "seed of the synthetic data")
+	cmd.Flags().StringSliceVar(&o.DialOut, "dial-out", nil, "nodes that dial out to the coordinator instead of listening: --dial-out alone for every node, or --dial-out=hbs,varna")
+	cmd.Flags().Lookup("dial-out").NoOptDefVal = "all"
 	return cmd
 }

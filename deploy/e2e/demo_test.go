@@ -56,9 +56,14 @@ func (d *demoRun) output() string {
 	return strings.Join(d.lines, "\n")
 }
 
+// demoDialOut are the demo's nodes that dial out to the coordinator.
+var demoDialOut = []string{"hbs", "stockholm", "roslagen", "varna"}
+
 func startDemo(t *testing.T, bin, dir string) *demoRun {
 	t.Helper()
-	cmd := exec.Command(bin, "demo", "--dir", dir, "--port-offset", "1000", "--log-level", "warn")
+	// Half the nodes dial out (among them the two the fault tests below stop and hang), half
+	// listen: both modes in one federation.
+	cmd := exec.Command(bin, "demo", "--dir", dir, "--port-offset", "1000", "--log-level", "warn", "--dial-out="+strings.Join(demoDialOut, ","))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -189,11 +194,22 @@ func TestDemoE2EStartsServesStopsAndLeavesNothingBehind(t *testing.T) {
 	})
 	// Every node is healthy in the coordinator's eyes too (its first connection to a node may
 	// take a moment on a loaded machine: poll, within a bound).
-	var nodes []struct{ Association, Status, Error string }
+	var nodes []struct {
+		Association, Status, Error, Mode string
+		TunnelSince                      *time.Time `json:"tunnel_since"`
+		LastSeen                         *time.Time `json:"last_seen"`
+	}
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		getJSON(t, creds.Coordinator+"/api/v1/nodes", creds.Tokens["admin"], &nodes)
 		healthy := 0
 		for _, n := range nodes {
+			dialOut := slices.Contains(demoDialOut, n.Association)
+			if (n.Mode == "dial-out") != dialOut || (n.Mode == "listen") == dialOut {
+				t.Fatalf("%s: mode %q, expected dial-out %v", n.Association, n.Mode, dialOut)
+			}
+			if n.Status == "healthy" && (n.LastSeen == nil || dialOut && n.TunnelSince == nil) {
+				t.Fatalf("%s healthy without last_seen or its tunnel: %+v", n.Association, n)
+			}
 			if n.Status == "healthy" {
 				healthy++
 			}

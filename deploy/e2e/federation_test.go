@@ -3,10 +3,12 @@ package e2e
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -38,6 +40,7 @@ import (
 	"github.com/samsyn/samsyn/queries/secagg"
 	"github.com/samsyn/samsyn/queries/wire"
 	"github.com/samsyn/samsyn/queries/wire/mtls"
+	"github.com/samsyn/samsyn/queries/wire/tunnel"
 	"github.com/samsyn/samsyn/schemas"
 	"github.com/samsyn/samsyn/schemas/synth"
 )
@@ -51,6 +54,16 @@ type inproc struct {
 	store      *state.Store
 	assocKeys  map[string]ed25519.PrivateKey
 	stopNode   map[string]func()
+	// tunnels are the cuttable links of the dial-out nodes to the coordinator.
+	tunnels map[string]*proxy
+}
+
+// inprocOptions shape a federation: perNode and onlyAssoc as startInProc's, dialOut the
+// associations whose nodes dial out (through a proxy the test can cut) instead of listening.
+type inprocOptions struct {
+	perNode   int
+	onlyAssoc []string
+	dialOut   []string
 }
 
 // startInProc runs a federation in this process: real node servers on loopback with mutual
@@ -59,7 +72,13 @@ type inproc struct {
 // seed 1, associations of their real relative sizes).
 func startInProc(t testing.TB, perNode int, onlyAssoc ...string) *inproc {
 	t.Helper()
-	f := &inproc{dir: t.TempDir(), assocKeys: map[string]ed25519.PrivateKey{}, stopNode: map[string]func(){}}
+	return startFederation(t, inprocOptions{perNode: perNode, onlyAssoc: onlyAssoc})
+}
+
+func startFederation(t testing.TB, o inprocOptions) *inproc {
+	t.Helper()
+	perNode, onlyAssoc := o.perNode, o.onlyAssoc
+	f := &inproc{dir: t.TempDir(), assocKeys: map[string]ed25519.PrivateKey{}, stopNode: map[string]func(){}, tunnels: map[string]*proxy{}}
 	ca, err := mtls.NewCA("e2e", time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -124,15 +143,46 @@ func startInProc(t testing.TB, perNode int, onlyAssoc ...string) *inproc {
 		fmt.Fprintf(&peers, "    %s: %s\n", assoc, secagg.PublicHex(k.PublicKey()))
 	}
 	var nodes []coordinator.Node
+	var hub *tunnel.Hub
+	hubAddr := ""
+	if len(o.dialOut) > 0 {
+		ids := make([]string, len(o.dialOut))
+		for i, a := range o.dialOut {
+			ids[i] = mtls.NodeIdentity(a)
+		}
+		hubTLS, err := mtls.ServerConfig(coordFiles, ids...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hub, err = tunnel.NewHub(hubTLS, ids, slog.New(slog.DiscardHandler), nil); err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		hubAddr = ln.Addr().String()
+		ctx, cancel := context.WithCancel(context.Background())
+		served := make(chan struct{})
+		go func() { defer close(served); _ = hub.Serve(ctx, ln) }()
+		t.Cleanup(func() { cancel(); <-served })
+	}
 	for _, assoc := range associations {
+		dialOut := slices.Contains(o.dialOut, assoc)
 		nodeDir := filepath.Join(f.dir, "nodes", assoc)
 		os.MkdirAll(nodeDir, 0o750)
 		nf := leafFiles("node-"+assoc, mtls.NodeIdentity(assoc))
 		pub, key, _ := ed25519.GenerateKey(nil)
 		f.assocKeys[assoc] = key
 		cfgPath := filepath.Join(nodeDir, "node.yaml")
-		os.WriteFile(cfgPath, []byte(fmt.Sprintf("association: %s\nlisten: 127.0.0.1:0\ntls: {ca: %s, cert: %s, key: %s}\ncoordinator: {identity: %s, ticket_keys: [x]}\ncatalog: {dir: %s, authority_key: x}\nassociation_key: x\nallowed_queries: [\"*\"]\nplugins: {dir: %s}\n%s",
-			assoc, caFile, nf.Cert, nf.Key, mtls.CoordinatorIdentity("region"), catDir, plugins, peers.String())), 0o644)
+		listen, dial := "listen: 127.0.0.1:0\n", ""
+		if dialOut {
+			p := startProxy(t, hubAddr)
+			f.tunnels[assoc] = p
+			listen, dial = "", ", dial: "+p.addr
+		}
+		os.WriteFile(cfgPath, []byte(fmt.Sprintf("association: %s\n%stls: {ca: %s, cert: %s, key: %s}\ncoordinator: {identity: %s, ticket_keys: [x]%s}\ncatalog: {dir: %s, authority_key: x}\nassociation_key: x\nallowed_queries: [\"*\"]\nplugins: {dir: %s}\n%s",
+			assoc, listen, caFile, nf.Cert, nf.Key, mtls.CoordinatorIdentity("region"), dial, catDir, plugins, peers.String())), 0o644)
 		cfg, err := config.Load(cfgPath)
 		if err != nil {
 			t.Fatal(err)
@@ -158,6 +208,12 @@ func startInProc(t testing.TB, perNode int, onlyAssoc ...string) *inproc {
 		if err != nil {
 			t.Fatal(err)
 		}
+		var dialTLS *tls.Config
+		if dialOut {
+			if dialTLS, err = mtls.ClientConfig(nf, mtls.CoordinatorIdentity("region")); err != nil {
+				t.Fatal(err)
+			}
+		}
 		ctx, cancel := context.WithCancel(context.Background())
 		addr := make(chan string, 1)
 		done := make(chan error, 1)
@@ -166,7 +222,7 @@ func startInProc(t testing.TB, perNode int, onlyAssoc ...string) *inproc {
 		stop := sync.OnceFunc(func() { cancel(); <-done })
 		f.stopNode[assoc] = stop
 		go func() {
-			done <- node.Serve(ctx, node.Options{Config: cfg, Secret: secretOf(assoc), TLS: serverTLS,
+			done <- node.Serve(ctx, node.Options{Config: cfg, Secret: secretOf(assoc), TLS: serverTLS, DialTLS: dialTLS,
 				CatalogKey: authPub, TicketKeys: []ed25519.PublicKey{ticketPub}, AssociationKey: pub,
 				Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Listening: func(a string) { addr <- a }})
 		}()
@@ -181,7 +237,12 @@ func startInProc(t testing.TB, perNode int, onlyAssoc ...string) *inproc {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := nodeclient.Dial(assoc, a, clientTLS, memory.DefaultAllocator)
+		var c *nodeclient.Client
+		if dialOut {
+			c, err = nodeclient.DialTunnel(assoc, "tunnel/"+assoc, hub.Dialer(mtls.NodeIdentity(assoc)), clientTLS, memory.DefaultAllocator)
+		} else {
+			c, err = nodeclient.Dial(assoc, a, clientTLS, memory.DefaultAllocator)
+		}
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -17,6 +17,7 @@ type Federation struct {
 		ID      string `yaml:"id"`
 		HTTP    string `yaml:"http"`
 		Metrics string `yaml:"metrics"` // /metrics, loopback only
+		Tunnel  string `yaml:"tunnel"`  // where nodes that dial out connect
 	} `yaml:"coordinator"`
 	Nodes []Node `yaml:"nodes"`
 }

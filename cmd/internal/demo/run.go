@@ -40,7 +40,7 @@ func Run(ctx context.Context, o Options) error {
 	if err := Setup(ctx, o, f); err != nil {
 		return err
 	}
-	if err := portsFree(f); err != nil {
+	if err := portsFree(o, f); err != nil {
 		return err
 	}
 	logDir := filepath.Join(o.Dir, "logs")
@@ -283,10 +283,16 @@ func seedStudies(ctx context.Context, o Options, creds *Credentials) error {
 }
 
 // portsFree refuses to start when another process (an earlier demo, say) holds an address.
-func portsFree(f *federation.Federation) error {
+func portsFree(o Options, f *federation.Federation) error {
 	addrs := []string{f.Coordinator.HTTP, f.Coordinator.Metrics}
+	if o.anyDialsOut(f) {
+		addrs = append(addrs, f.Coordinator.Tunnel)
+	}
 	for _, n := range f.Nodes {
-		addrs = append(addrs, n.Flight, n.Health, n.SQL)
+		if !o.dialsOut(n.Association) {
+			addrs = append(addrs, n.Flight)
+		}
+		addrs = append(addrs, n.Health, n.SQL)
 	}
 	for _, a := range addrs {
 		ln, err := net.Listen("tcp", a)

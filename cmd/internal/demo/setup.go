@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -40,8 +41,11 @@ type Options struct {
 	Seed         uint64
 	Binary       string // the samsyn binary to run children from
 	Plugins      string // folder of the analysis plugins; the binary's folder when empty
-	Out          io.Writer
-	Logger       *slog.Logger
+	// DialOut lists the associations whose nodes dial out to the coordinator instead of
+	// listening ("all" for every node).
+	DialOut []string
+	Out     io.Writer
+	Logger  *slog.Logger
 }
 
 // Credentials is DIR/credentials.json.
@@ -62,6 +66,21 @@ func shift(addr string, offset int) string {
 	return net.JoinHostPort(host, strconv.Itoa(p+offset))
 }
 
+// dialsOut reports whether the demo node of assoc dials out.
+func (o Options) dialsOut(assoc string) bool {
+	return slices.Contains(o.DialOut, "all") || slices.Contains(o.DialOut, assoc)
+}
+
+// anyDialsOut reports whether some node of f dials out.
+func (o Options) anyDialsOut(f *federation.Federation) bool {
+	for _, n := range f.Nodes {
+		if o.dialsOut(n.Association) {
+			return true
+		}
+	}
+	return false
+}
+
 // plan is the federation with the demo's addresses.
 func plan(o Options) (*federation.Federation, error) {
 	f, err := federation.Reference()
@@ -70,8 +89,22 @@ func plan(o Options) (*federation.Federation, error) {
 	}
 	f.Coordinator.HTTP = shift(f.Coordinator.HTTP, o.PortOffset)
 	f.Coordinator.Metrics = shift(f.Coordinator.Metrics, o.PortOffset)
+	f.Coordinator.Tunnel = shift(f.Coordinator.Tunnel, o.PortOffset)
 	if o.HTTP != "" {
 		f.Coordinator.HTTP = o.HTTP
+	}
+	for _, a := range o.DialOut {
+		known := a == "all"
+		for _, n := range f.Nodes {
+			known = known || n.Association == a
+		}
+		if !known {
+			ids := make([]string, len(f.Nodes))
+			for i, n := range f.Nodes {
+				ids[i] = n.Association
+			}
+			return nil, fmt.Errorf("--dial-out %q: expected all or associations among %s", a, strings.Join(ids, ", "))
+		}
 	}
 	for i := range f.Nodes {
 		f.Nodes[i].Flight = shift(f.Nodes[i].Flight, o.PortOffset)
@@ -244,24 +277,28 @@ func nodeConfig(o Options, f *federation.Federation, n federation.Node, peers ma
 	for _, m := range f.Nodes {
 		fmt.Fprintf(&agg, "    %s: %s\n", m.Association, peers[m.Association])
 	}
+	listen, dial := "listen: "+n.Flight+"\n", ""
+	if o.dialsOut(n.Association) {
+		listen = "# No inbound port: this node dials out to the coordinator (coordinator.dial).\n"
+		dial = "  dial: " + f.Coordinator.Tunnel + "\n"
+	}
 	return fmt.Sprintf(`# Demo node for %[1]s (synthetic data). Paths are relative to this file.
 association: %[1]s
 store: store.duckdb
 secret_file: secret
 audit_log: audit.log
-listen: %[2]s
-health_listen: %[3]s
+%[6]shealth_listen: %[3]s
 sql: {listen: "%[5]s", token_file: sql-token}
 tls: {ca: ../../pki/ca.pem, cert: ../../pki/node-%[1]s.pem, key: ../../pki/node-%[1]s-key.pem}
 coordinator:
   identity: %[4]s
-  ticket_keys: [../../keys/coordinator.pub]
+%[7]s  ticket_keys: [../../keys/coordinator.pub]
 catalog: {dir: ../../catalog, authority_key: ../../keys/catalog-authority.pub}
 association_key: ../../keys/%[1]s.pub
 query: {timeout: 30s, memory_limit: 256MB, max_concurrent: 4}
 # Deny by default: the node answers only the queries listed here ("*": every signed entry).
 allowed_queries: ["*"]
-`, n.Association, n.Flight, n.Health, mtls.CoordinatorIdentity(f.Coordinator.ID), n.SQL) + agg.String()
+`, n.Association, n.Flight, n.Health, mtls.CoordinatorIdentity(f.Coordinator.ID), n.SQL, listen, dial) + agg.String()
 }
 
 // rewriteAddresses writes the node and coordinator configs for this run's addresses.
@@ -287,9 +324,16 @@ audit_log: audit.log
 tokens_file: tokens.yaml
 fanout: {node_timeout: 10s, retries: 2, backoff: 200ms}
 standing_every: 10s
-nodes:
 `, f.Coordinator.ID, f.Coordinator.HTTP, f.Coordinator.Metrics)
+	if o.anyDialsOut(f) {
+		cfg += "tunnel_listen: " + f.Coordinator.Tunnel + "   # nodes that dial out connect here\n"
+	}
+	cfg += "nodes:\n"
 	for _, n := range f.Nodes {
+		if o.dialsOut(n.Association) {
+			cfg += fmt.Sprintf("  - {association: %s, dial_out: true, identity: %s, approval_key: ../keys/%s.pub, planned_participants: %d}\n", n.Association, mtls.NodeIdentity(n.Association), n.Association, n.Planned)
+			continue
+		}
 		cfg += fmt.Sprintf("  - {association: %s, address: %s, identity: %s, approval_key: ../keys/%s.pub, planned_participants: %d}\n", n.Association, n.Flight, mtls.NodeIdentity(n.Association), n.Association, n.Planned)
 	}
 	if err := os.WriteFile(filepath.Join(o.Dir, "coordinator", "coordinator.yaml"), []byte(cfg), 0o640); err != nil {
