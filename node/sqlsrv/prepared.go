@@ -294,7 +294,7 @@ func paramValue(col arrow.Array, i int) (any, error) {
 	case *array.Timestamp:
 		return c.Value(i).ToTime(c.DataType().(*arrow.TimestampType).Unit), nil
 	}
-	return nil, fmt.Errorf("Arrow type %s is not supported; bind a boolean, integer, float, string, binary, date or timestamp", col.DataType())
+	return nil, fmt.Errorf("the Arrow type %s is not supported; bind a boolean, integer, float, string, binary, date or timestamp", col.DataType())
 }
 
 // GetFlightInfoPreparedStatement hands back a ticket that names the statement; it runs, with
