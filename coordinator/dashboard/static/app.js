@@ -531,8 +531,10 @@ const PAGES = {
 
   async nodes(main) {
     const nodes = await api("/api/v1/nodes");
-    main.appendChild(card(t("nodes"), tableEl([t("association"), t("status"), t("latency"), t("lastImport"), t("snapshot"), t("versions")],
-      nodes.map((n) => [(state.layout.associations[n.association] || {})[state.lang] || n.association, t(n.status), n.latency_ms.toFixed(1),
+    const seen = (iso) => new Date(iso).toLocaleString(state.lang === "sv" ? "sv-SE" : "en-GB", { dateStyle: "short", timeStyle: "short" });
+    const mode = (n) => n.mode === "dial-out" ? t("modeDialOut") + (n.tunnel_since ? "" : " (" + t("tunnelDown") + ")") : t("modeListen");
+    main.appendChild(card(t("nodes"), tableEl([t("association"), t("status"), t("connection"), t("lastSeen"), t("latency"), t("lastImport"), t("snapshot"), t("versions")],
+      nodes.map((n) => [(state.layout.associations[n.association] || {})[state.lang] || n.association, t(n.status), mode(n), n.last_seen ? seen(n.last_seen) : "–", n.latency_ms.toFixed(1),
         n.last_import ? fmtDate(n.last_import) : "–", n.snapshot ? n.snapshot.slice(0, 12) : "–", n.schema_version ? "schema " + n.schema_version + ", " + t("catalog") + " " + n.catalog : "–"]))));
   },
 };
