@@ -46,7 +46,7 @@ lint: ## go vet, staticcheck, the import-direction check, the alert rules (promt
 	bash .ci/check-imports
 	@command -v promtool >/dev/null || { echo "promtool is needed to check the alert rules (apt-get install prometheus)"; exit 1; }
 	promtool check rules deploy/monitoring/alerts.yml
-	cd deploy/monitoring && promtool test rules alerts_test.yml
+	cd deploy/monitoring && promtool test rules alerts_test.yml alerts_data_test.yml
 	python3 -m json.tool deploy/monitoring/grafana-dashboard.json >/dev/null
 	@command -v systemd-analyze >/dev/null || { echo "systemd-analyze is needed to check the units' hardening (apt-get install systemd)"; exit 1; }
 	for u in deploy/systemd/*.service; do systemd-analyze security --offline=yes --threshold=20 "$$u" >/tmp/samsyn-unit-security.txt || { cat /tmp/samsyn-unit-security.txt; echo "$$u: exposure above 2.0"; exit 1; }; tail -n 1 /tmp/samsyn-unit-security.txt; done

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/apache/arrow/go/v17/arrow/flight"
 	"github.com/apache/arrow/go/v17/arrow/memory"
@@ -136,6 +137,17 @@ func Serve(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
+	promauto.With(o.Registerer).NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "samsyn_node_data_last_import_timestamp_seconds", Help: "When data was last imported into the node's store (Unix time; 0 before any import). The snapshot's age is time() minus this.",
+	}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		t, err := st.LastImport(ctx)
+		if err != nil || t.IsZero() {
+			return 0
+		}
+		return float64(t.Unix())
+	})
 	refused := promauto.With(o.Registerer).NewCounterVec(prometheus.CounterOpts{
 		Name: "samsyn_node_tls_handshakes_refused_total", Help: "TLS handshakes the node refused, by reason (identity, unknown_ca, no_certificate, expired, closed, other).",
 	}, []string{"reason"})
@@ -173,6 +185,7 @@ func Serve(ctx context.Context, o Options) error {
 		if err != nil {
 			return err
 		}
+		sqlSrv.Instrument(o.Registerer)
 		sqlLn, err := sqlsrv.Listen(cfg.SQL.Listen)
 		if err != nil {
 			return err

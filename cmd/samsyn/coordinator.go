@@ -85,7 +85,7 @@ func newCoordinatorCmd(g *globals) *cobra.Command {
 			return daemon.Run(ctx, daemon.Options{
 				Config: cfg, TicketKey: ticketKey, CatalogKey: catKey, ApprovalKeys: approval, HTTPTLS: httpTLS, Users: tokens,
 				NodeTLS: certs.ClientConfig, TunnelTLS: certs.ServerConfig, NodeCertificate: certs.Leaf,
-				Logger: logger, Registry: proc.NewRegistry(),
+				Logger: logger, Registry: proc.NewRegistry("coordinator"),
 				Extra: dashboardRoutes(cfg.Plans()),
 				Listening: func(url string) {
 					fmt.Fprintf(cmd.OutOrStdout(), "coordinator listening on %s\n", url)

@@ -26,6 +26,7 @@ func (g *globals) logger() (*slog.Logger, error) {
 
 func newRoot() *cobra.Command {
 	g := &globals{}
+	proc.Version = version
 	root := &cobra.Command{
 		Use:   "samsyn",
 		Short: "Federated analytics for the MIA coordination associations of Stockholm county",

@@ -83,7 +83,7 @@ func newNodeServeCmd(g *globals) *cobra.Command {
 				logger.Info("certificates reloaded", "serial", certs.Leaf().SerialNumber.String(), "not_after", certs.Leaf().NotAfter)
 			})
 			defer stopReload()
-			reg := proc.NewRegistry()
+			reg := proc.NewRegistry("node")
 			ready := &proc.Readiness{}
 			hs, err := proc.NewHealthServer(cfg.HealthListen, reg, ready)
 			if err != nil {

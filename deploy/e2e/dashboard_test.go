@@ -264,9 +264,9 @@ func TestDashboardE2EInChromium(t *testing.T) {
 
 	var snapshots int
 	run(tab("trends"), tab("studies"), tab("nodes"),
-		chromedp.Evaluate(`[...document.querySelectorAll('main tbody tr')].filter(r => r.children[1].textContent === "i drift" && r.children[4].textContent !== "–" && r.children[5].textContent.startsWith("schema 1")).length`, &snapshots))
+		chromedp.Evaluate(`[...document.querySelectorAll('main tbody tr')].filter(r => r.children[1].textContent === "i drift" && r.children[2].textContent === "koordinatorn ansluter" && r.children[3].textContent !== "–" && r.children[6].textContent !== "–" && r.children[7].textContent.startsWith("schema 1")).length`, &snapshots))
 	if snapshots != 8 {
-		t.Fatalf("Noder: %d healthy nodes with a snapshot, want 8", snapshots)
+		t.Fatalf("Noder: %d healthy listening nodes with a last answer and a snapshot, want 8", snapshots)
 	}
 
 	// Accessibility: axe-core (vendored from npm, never served) on every tab in both

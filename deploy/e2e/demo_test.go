@@ -259,11 +259,13 @@ func TestDemoE2EStartsServesStopsAndLeavesNothingBehind(t *testing.T) {
 	cliImportThroughNode(t, bin, dir)
 	standingRerunOnNewData(t, bin, dir, creds.Coordinator, creds.Tokens)
 	certificateRotatedWithoutRestart(t, bin, dir, creds.Coordinator, creds.Tokens)
-	checkMetrics(t, "http://127.0.0.1:9090/metrics", "samsyn_coordinator_results_released_total") // 8090 + the port offset
+	checkMetrics(t, "http://127.0.0.1:9090/metrics", "samsyn_coordinator_results_released_total", // 8090 + the port offset
+		`samsyn_build_info{daemon="coordinator"`, `samsyn_coordinator_tunnel_up{identity="samsyn://node/hbs"} 1`, "samsyn_coordinator_http_requests_total{")
 	if code, _, _ := call(t, "GET", creds.Coordinator+"/metrics", "", nil, ""); code == http.StatusOK {
 		t.Fatal("the coordinator's API port serves /metrics")
 	}
-	checkMetrics(t, "http://127.0.0.1:8202/metrics", "samsyn_node_flight_requests_total")
+	checkMetrics(t, "http://127.0.0.1:8202/metrics", "samsyn_node_flight_requests_total", `samsyn_build_info{daemon="node"`,
+		"samsyn_node_tunnel_up 1", "samsyn_node_data_last_import_timestamp_seconds 1", "samsyn_node_sql_rows_total")
 
 	d.cmd.Process.Signal(os.Interrupt)
 	if err := d.cmd.Wait(); err != nil {
@@ -292,7 +294,7 @@ func TestDemoE2EStartsServesStopsAndLeavesNothingBehind(t *testing.T) {
 
 // checkMetrics scrapes an exposition, requires a metric in it, and lints it with Prometheus's
 // promtool. CI installs promtool and sets SAMSYN_REQUIRE_PROMTOOL=1 so the lint never skips there.
-func checkMetrics(t *testing.T, url, want string) {
+func checkMetrics(t *testing.T, url string, wants ...string) {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
@@ -300,8 +302,10 @@ func checkMetrics(t *testing.T, url, want string) {
 	}
 	raw, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !strings.Contains(string(raw), want) {
-		t.Fatalf("%s has no %s", url, want)
+	for _, want := range wants {
+		if !strings.Contains(string(raw), want) {
+			t.Fatalf("%s has no %s", url, want)
+		}
 	}
 	promtool, err := exec.LookPath("promtool")
 	if err != nil {

@@ -22,6 +22,8 @@ import (
 	"github.com/apache/arrow/go/v17/arrow/flight/flightsql/schema_ref"
 	"github.com/apache/arrow/go/v17/arrow/memory"
 	"github.com/marcboeker/go-duckdb"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -43,9 +45,20 @@ type Server struct {
 	logger   *slog.Logger
 	mem      memory.Allocator
 	prepared *preparedSet
+
+	statements *prometheus.CounterVec // nil until Instrument
+	rowsOut    prometheus.Counter
 }
 
 var _ flightsql.Server = (*Server)(nil)
+
+// Instrument counts the service's statements on reg: samsyn_node_sql_statements_total by kind
+// (statement, prepared) and outcome (ok, refused), and samsyn_node_sql_rows_total.
+func (s *Server) Instrument(reg prometheus.Registerer) {
+	f := promauto.With(reg)
+	s.statements = f.NewCounterVec(prometheus.CounterOpts{Name: "samsyn_node_sql_statements_total", Help: "Statements run by the analysts' SQL service, by kind (statement, prepared) and outcome (ok, refused)."}, []string{"kind", "outcome"})
+	s.rowsOut = f.NewCounter(prometheus.CounterOpts{Name: "samsyn_node_sql_rows_total", Help: "Rows the analysts' SQL service returned."})
+}
 
 // New returns the service over db.
 func New(db *sql.DB, a Auditor, logger *slog.Logger) (*Server, error) {
@@ -242,6 +255,18 @@ func (s *Server) record(ctx context.Context, q string, params int, rows int64, e
 		action, fields["error"] = "sql.refuse", auditReason(err)
 	} else {
 		fields["rows"] = strconv.FormatInt(rows, 10)
+	}
+	if s.statements != nil {
+		kind := "statement"
+		if params != plainStatement {
+			kind = "prepared"
+		}
+		if err != nil {
+			s.statements.WithLabelValues(kind, "refused").Inc()
+		} else {
+			s.statements.WithLabelValues(kind, "ok").Inc()
+			s.rowsOut.Add(float64(rows))
+		}
 	}
 	if s.audit == nil {
 		return

@@ -21,6 +21,8 @@ import (
 	"github.com/apache/arrow/go/v17/arrow/flight"
 	"github.com/apache/arrow/go/v17/arrow/flight/flightsql"
 	"github.com/apache/arrow/go/v17/arrow/memory"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -559,4 +561,26 @@ func fieldNames(sc *arrow.Schema) []string {
 		out = append(out, f.Name)
 	}
 	return out
+}
+
+func TestStatementsAreCountedByOutcome(t *testing.T) {
+	n := serve(t)
+	reg := prometheus.NewRegistry()
+	n.srv.Instrument(reg)
+	var want int64
+	if err := n.db.QueryRow(`SELECT count(*) FROM participant WHERE gender = 'K'`).Scan(&want); err != nil || want == 0 {
+		t.Fatalf("oracle: %d rows, %v", want, err)
+	}
+	got, err := rows(t, n.client, `SELECT participant_key FROM participant WHERE gender = 'K'`)
+	if err != nil || got != want {
+		t.Fatalf("%d rows, %v; the store says %d", got, err, want)
+	}
+	if _, err := rows(t, n.client, `DELETE FROM participant`); err == nil {
+		t.Fatal("a delete was run")
+	}
+	ok := testutil.ToFloat64(n.srv.statements.WithLabelValues("statement", "ok"))
+	refused := testutil.ToFloat64(n.srv.statements.WithLabelValues("statement", "refused"))
+	if ok != 1 || refused != 1 || testutil.ToFloat64(n.srv.rowsOut) != float64(want) {
+		t.Fatalf("ok %v refused %v rows %v, want 1, 1, %d", ok, refused, testutil.ToFloat64(n.srv.rowsOut), want)
+	}
 }

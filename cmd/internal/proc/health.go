@@ -14,10 +14,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// NewRegistry is a private metrics registry with the Go, process and build-info collectors.
-func NewRegistry() *prometheus.Registry {
+// Version is the release of this binary (main sets it from its build-time version).
+var Version = "dev"
+
+// NewRegistry is a private metrics registry with the Go, process and build-info collectors,
+// and samsyn_build_info naming this binary's release and the daemon it runs.
+func NewRegistry(daemon string) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewBuildInfoCollector())
+	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "samsyn_build_info", Help: "Always 1: the release of the running samsyn binary (git describe) and the daemon it runs."}, []string{"version", "daemon"})
+	info.WithLabelValues(Version, daemon).Set(1)
+	reg.MustRegister(info)
 	return reg
 }
 
