@@ -39,7 +39,7 @@ bench: ## Run the benchmarks (BENCH=regexp, BENCHTIME=1x); figures go to docs/be
 bench-import: ## Import 1,000,000 participants from CSV against DuckDB's own read_csv
 	$(GO) test -run '^$$' -bench 'ImportVsReadCSV' -benchtime 1x -timeout 30m ./node/importer/
 
-lint: ## go vet, staticcheck, the import-direction check, the alert rules (promtool), the Grafana dashboard, the units' hardening, the Kubernetes manifests and the Dockerfile
+lint: ## go vet, staticcheck, import directions, alert rules and dashboard queries (promtool), units' hardening, Kubernetes manifests and Dockerfile, the Kubernetes manifests and the Dockerfile
 	$(GO) vet ./...
 	@test -x $(TOOLS)/staticcheck || GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@latest
 	$(TOOLS)/staticcheck ./...
@@ -47,7 +47,7 @@ lint: ## go vet, staticcheck, the import-direction check, the alert rules (promt
 	@command -v promtool >/dev/null || { echo "promtool is needed to check the alert rules (apt-get install prometheus)"; exit 1; }
 	promtool check rules deploy/monitoring/alerts.yml
 	cd deploy/monitoring && promtool test rules alerts_test.yml alerts_data_test.yml
-	python3 -m json.tool deploy/monitoring/grafana-dashboard.json >/dev/null
+	python3 deploy/monitoring/dashboard-queries.py deploy/monitoring/grafana-dashboard.json >/tmp/samsyn-dashboard-rules.json && promtool check rules /tmp/samsyn-dashboard-rules.json   # every panel's PromQL parses
 	@command -v systemd-analyze >/dev/null || { echo "systemd-analyze is needed to check the units' hardening (apt-get install systemd)"; exit 1; }
 	for u in deploy/systemd/*.service; do systemd-analyze security --offline=yes --threshold=20 "$$u" >/tmp/samsyn-unit-security.txt || { cat /tmp/samsyn-unit-security.txt; echo "$$u: exposure above 2.0"; exit 1; }; tail -n 1 /tmp/samsyn-unit-security.txt; done
 	cd deploy/lint && $(GO) vet ./... && $(GO) test ./...   # Kubernetes manifests and Dockerfile through their own parsers (own module)
