@@ -39,7 +39,7 @@ bench: ## Run the benchmarks (BENCH=regexp, BENCHTIME=1x); figures go to docs/be
 bench-import: ## Import 1,000,000 participants from CSV against DuckDB's own read_csv
 	$(GO) test -run '^$$' -bench 'ImportVsReadCSV' -benchtime 1x -timeout 30m ./node/importer/
 
-lint: ## go vet, staticcheck, import directions, alert rules and dashboard queries (promtool), units' hardening, Kubernetes manifests and Dockerfile, the Kubernetes manifests and the Dockerfile
+lint: ## go vet, staticcheck, import directions, alert rules and dashboard queries (promtool), units' hardening, Kubernetes manifests and Dockerfile
 	$(GO) vet ./...
 	@test -x $(TOOLS)/staticcheck || GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@latest
 	$(TOOLS)/staticcheck ./...
