@@ -74,11 +74,31 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	if err := db.QueryRowContext(ctx, "PRAGMA quick_check").Scan(&check); err != nil || check != "ok" {
 		return nil, errors.Join(fmt.Errorf("open coordinator state %s: integrity check: %q %v", path, check, err), db.Close())
 	}
+	var found int
+	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&found); err != nil {
+		return nil, errors.Join(fmt.Errorf("open coordinator state %s: %w", path, err), db.Close())
+	}
+	if found > Version {
+		return nil, errors.Join(fmt.Errorf("open coordinator state %s: %w: the state is at version %d, this binary knows %d (restore the backup taken before the upgrade, or run the newer release)", path, ErrNewerState, found, Version), db.Close())
+	}
 	if _, err := db.ExecContext(ctx, ddl); err != nil {
 		return nil, errors.Join(fmt.Errorf("create coordinator state: %w", err), db.Close())
 	}
+	if found < Version {
+		if _, err := db.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", Version)); err != nil {
+			return nil, errors.Join(fmt.Errorf("mark coordinator state version: %w", err), db.Close())
+		}
+	}
 	return &Store{db: db}, nil
 }
+
+// Version is the coordinator state's schema version (SQLite's user_version). A release that
+// changes the tables raises it and migrates older states in Open; a state written by a newer
+// release is refused rather than misread.
+const Version = 1
+
+// ErrNewerState is returned when the state was written by a newer release.
+var ErrNewerState = errors.New("coordinator state written by a newer release")
 
 // ErrUnavailable wraps a storage failure (disk full, I/O error): the change was not made.
 var ErrUnavailable = errors.New("coordinator state unavailable")

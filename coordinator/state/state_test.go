@@ -2,7 +2,9 @@ package state
 
 import (
 	"context"
+	"database/sql"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -104,5 +106,34 @@ func TestABackupOfARunningStoreRestoresEveryStudy(t *testing.T) {
 		if _, err := restored.Study(ctx, id); err != nil {
 			t.Fatalf("study %s not in the backup: %v", id, err)
 		}
+	}
+}
+
+// A state written by a newer release is refused and left as it was; an older one is marked.
+func TestAStateFromANewerReleaseIsRefused(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "state.sqlite")
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	if err := s.db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil || v != Version {
+		t.Fatalf("a new state is at version %d (%v), want %d", v, err, Version)
+	}
+	if _, err := s.db.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", Version+1)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if _, err := Open(ctx, path); !errors.Is(err, ErrNewerState) {
+		t.Fatalf("a newer state was opened: %v", err)
+	}
+	db, err := sql.Open("sqlite3", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil || v != Version+1 {
+		t.Fatalf("the refused state was changed: version %d %v", v, err)
 	}
 }
