@@ -6,7 +6,10 @@ import (
 	"database/sql/driver"
 	"encoding/hex"
 	"errors"
+	"hash"
+	"io"
 	"regexp"
+	"sync"
 
 	"github.com/marcboeker/go-duckdb"
 
@@ -49,16 +52,29 @@ var identityProblems = map[string][2]string{
 
 // Keyer derives participant keys from identities with the node secret. The key is the first
 // 128 bits of HMAC-SHA256, hex: stable across re-imports, useless without the secret.
-type Keyer struct{ secret []byte }
+// The HMAC is keyed once and reused (Reset returns it to the keyed state): an import hashes
+// every row. Safe for concurrent use.
+type Keyer struct{ pool sync.Pool }
 
 // NewKeyer returns a Keyer for the node secret.
-func NewKeyer(secret []byte) *Keyer { return &Keyer{secret: append([]byte(nil), secret...)} }
+func NewKeyer(secret []byte) *Keyer {
+	s := append([]byte(nil), secret...)
+	k := &Keyer{}
+	k.pool.New = func() any { return hmac.New(sha256.New, s) }
+	return k
+}
 
 func (k *Keyer) key(kind string, id []byte) string {
-	m := hmac.New(sha256.New, k.secret)
-	m.Write([]byte("samsyn/participant-key/v1\x00" + kind + "\x00"))
+	m := k.pool.Get().(hash.Hash)
+	m.Reset()
+	io.WriteString(m, "samsyn/participant-key/v1\x00")
+	io.WriteString(m, kind)
+	m.Write([]byte{0})
 	m.Write(id)
-	return hex.EncodeToString(m.Sum(nil)[:16])
+	var buf [sha256.Size]byte
+	sum := m.Sum(buf[:0])
+	k.pool.Put(m)
+	return hex.EncodeToString(sum[:16])
 }
 
 // Personnummer returns the participant key of a validated personnummer.

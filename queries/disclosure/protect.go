@@ -6,9 +6,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
+	"io"
 	"math"
 	"slices"
 	"strings"
+	"sync"
 
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
@@ -48,6 +51,32 @@ func RecordKey(secret []byte, participantKey string) uint32 {
 	m.Write([]byte("samsyn/record-key/v1\x00"))
 	m.Write([]byte(participantKey))
 	return binary.BigEndian.Uint32(m.Sum(nil))
+}
+
+// RecordKeyer computes RecordKey with the HMAC keyed once and reused (hmac's Reset returns to
+// the keyed state), for the millions of participants of a large node. Safe for concurrent use.
+type RecordKeyer struct{ pool sync.Pool }
+
+var recordKeyPrefix = []byte("samsyn/record-key/v1\x00")
+
+// NewRecordKeyer returns a RecordKeyer for the node secret.
+func NewRecordKeyer(secret []byte) *RecordKeyer {
+	s := append([]byte(nil), secret...)
+	k := &RecordKeyer{}
+	k.pool.New = func() any { return hmac.New(sha256.New, s) }
+	return k
+}
+
+// Key is RecordKey(secret, participantKey).
+func (k *RecordKeyer) Key(participantKey string) uint32 {
+	m := k.pool.Get().(hash.Hash)
+	m.Reset()
+	m.Write(recordKeyPrefix)
+	io.WriteString(m, participantKey)
+	var buf [sha256.Size]byte
+	sum := m.Sum(buf[:0])
+	k.pool.Put(m)
+	return binary.BigEndian.Uint32(sum)
 }
 
 // CellKey combines record keys: their sum modulo 2^32.
