@@ -185,15 +185,8 @@ func (x *Executor) Run(ctx context.Context, e *queries.Entry, b queries.Bound) (
 	return &Result{Table: out, Report: rep, Snapshot: snap, Elapsed: time.Since(start)}, nil
 }
 
-const snapshotSQL = `SELECT coalesce((SELECT snapshot_id FROM samsyn_import ORDER BY seq DESC LIMIT 1), 'empty')`
-
-func (x *Executor) snapshot(ctx context.Context) (string, error) {
-	var snap string
-	if err := x.store.DB().QueryRowContext(ctx, snapshotSQL).Scan(&snap); err != nil {
-		return "", fmt.Errorf("read snapshot: %w", err)
-	}
-	return snap, nil
-}
+// snapshot is the store's data snapshot id, kept in memory by the store.
+func (x *Executor) snapshot(ctx context.Context) (string, error) { return x.store.Snapshot(ctx) }
 
 // Aggregate returns the unprotected aggregate, with true counts, for the node's own
 // analysts. It must never be exposed to a remote peer.
@@ -211,9 +204,9 @@ func (x *Executor) acquire(ctx context.Context) (conn *sql.Conn, snap string, re
 		return nil, "", nil, ctx.Err()
 	}
 	release = func() { x.conns <- conn }
-	if err := conn.QueryRowContext(ctx, snapshotSQL).Scan(&snap); err != nil {
+	if snap, err = x.snapshot(ctx); err != nil {
 		release()
-		return nil, "", nil, fmt.Errorf("read snapshot: %w", err)
+		return nil, "", nil, err
 	}
 	return conn, snap, release, nil
 }

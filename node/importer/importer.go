@@ -527,6 +527,7 @@ func (im *Importer) write(ctx context.Context, staging *sql.Conn, sources []*sou
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("commit import: %w", err)
 	}
+	im.store.Committed(*rec)
 	return changed, nil
 }
 

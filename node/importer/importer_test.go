@@ -166,6 +166,9 @@ func TestReimportChangesNothing(t *testing.T) {
 func TestUpsertReplacesByKey(t *testing.T) {
 	st := openStore(t)
 	im := newImporter(st)
+	if snap, err := st.Snapshot(context.Background()); err != nil || snap != "empty" {
+		t.Fatalf("snapshot before any import: %q %v", snap, err)
+	}
 	first := mustImport(t, im, "participant", "testdata/good/participant.csv")
 	dir := t.TempDir()
 	changed := filepath.Join(dir, "participant.csv")
@@ -177,6 +180,15 @@ func TestUpsertReplacesByKey(t *testing.T) {
 	res := mustImport(t, im, "participant", changed)
 	if res.Changed != 1 || res.Snapshot == first.Snapshot {
 		t.Fatalf("upsert: %+v", res)
+	}
+	// The store's snapshot (kept in memory for the executor) follows the import, and is the
+	// one its import log names.
+	var logged string
+	if err := st.DB().QueryRow(`SELECT snapshot_id FROM samsyn_import ORDER BY seq DESC LIMIT 1`).Scan(&logged); err != nil {
+		t.Fatal(err)
+	}
+	if snap, err := st.Snapshot(context.Background()); err != nil || snap != res.Snapshot || snap != logged {
+		t.Fatalf("store snapshot %q (%v) after an import that made %q, log says %q", snap, err, res.Snapshot, logged)
 	}
 	var n int
 	var ref string

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/marcboeker/go-duckdb"
@@ -53,6 +54,9 @@ const HandOverView = "samsyn_incoming_view"
 type Store struct {
 	db   *sql.DB
 	path string
+	// snap is the data snapshot id, read once and then set by each import that commits
+	// (Committed): queries and the release cache need it on every call.
+	snap atomic.Pointer[string]
 }
 
 // Open opens (creating if needed) the store at path and migrates it to the current schema.
@@ -179,17 +183,29 @@ func (s *Store) Imports(ctx context.Context) ([]ImportRecord, error) {
 	return out, rows.Err()
 }
 
-// Snapshot is the node's data snapshot id: the latest import's, or "empty" before any.
+// Snapshot is the node's data snapshot id: the latest import's, or "empty" before any. It is
+// read from the import log once and then kept in memory; every import through this Store
+// updates it when it commits (Committed).
 func (s *Store) Snapshot(ctx context.Context) (string, error) {
-	var id string
-	err := s.db.QueryRowContext(ctx, `SELECT snapshot_id FROM samsyn_import ORDER BY seq DESC LIMIT 1`).Scan(&id)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "empty", nil
+	if p := s.snap.Load(); p != nil {
+		return *p, nil
 	}
-	if err != nil {
+	id := "empty"
+	err := s.db.QueryRowContext(ctx, `SELECT snapshot_id FROM samsyn_import ORDER BY seq DESC LIMIT 1`).Scan(&id)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return "", fmt.Errorf("read snapshot: %w", err)
 	}
-	return id, nil
+	// An import that commits meanwhile has set the newer id: keep it.
+	s.snap.CompareAndSwap(nil, &id)
+	return *s.snap.Load(), nil
+}
+
+// Committed records that an import committed rec: its snapshot id is the store's now. A
+// query that started before the call may be labelled with the previous id; that is safe for
+// the release cache, which is only ever looked up under the newest id.
+func (s *Store) Committed(rec ImportRecord) {
+	id := rec.SnapshotID
+	s.snap.Store(&id)
 }
 
 // LastImport is the time of the latest import, or the zero time before any.
