@@ -20,10 +20,10 @@ const RecordKeyFunc = "samsyn_record_key"
 
 // RegisterRecordKey registers RecordKeyFunc on conn for secret.
 func RegisterRecordKey(conn *sql.Conn, secret []byte) error {
-	return duckdb.RegisterScalarUDF(conn, RecordKeyFunc, recordKeyUDF{secret: append([]byte(nil), secret...)})
+	return duckdb.RegisterScalarUDF(conn, RecordKeyFunc, recordKeyUDF{keys: disclosure.NewRecordKeyer(secret)})
 }
 
-type recordKeyUDF struct{ secret []byte }
+type recordKeyUDF struct{ keys *disclosure.RecordKeyer }
 
 func (u recordKeyUDF) Config() duckdb.ScalarFuncConfig {
 	in, _ := duckdb.NewTypeInfo(duckdb.TYPE_VARCHAR)
@@ -34,7 +34,7 @@ func (u recordKeyUDF) Config() duckdb.ScalarFuncConfig {
 func (u recordKeyUDF) Executor() duckdb.ScalarFuncExecutor {
 	return duckdb.ScalarFuncExecutor{RowExecutor: func(v []driver.Value) (any, error) {
 		key, _ := v[0].(string)
-		return int64(disclosure.RecordKey(u.secret, key)), nil
+		return int64(u.keys.Key(key)), nil
 	}}
 }
 
@@ -82,61 +82,70 @@ func (e *Entry) GroupingSets() [][]int {
 	return sets
 }
 
-// AggregateSQL is the only statement a node runs for the entry: the view, reduced to one row
-// per participant and cell, then aggregated per grouping set into the columns
-// disclosure.Protect consumes (dimensions with NULL for a margin, n, cell_key, and per measure
-// its sum, absolute sum, count and two largest contributions). Parameters bind by name.
+// AggregateSQL is the only statement a node runs for the entry, in two passes over the view
+// whatever the number of grouping sets. The first groups the view's rows by participant within
+// every grouping set at once (GROUPING SETS, each set with the participant added), so each
+// output row is one participant in one cell with the average of their rows' measures; the
+// participant key is replaced by a dense integer first, and the record key (computed once
+// per participant) rides along. The second sums those rows per cell into the columns
+// disclosure.Protect consumes: dimensions with NULL for a margin, n, cell_key, and per measure
+// its sum, absolute sum, count, sum of squares and two largest contributions. Parameters bind
+// by name.
 func (e *Entry) AggregateSQL() (string, error) {
 	var b strings.Builder
 	b.WriteString("WITH v AS MATERIALIZED (\n")
 	b.WriteString(NormalizeView(e.View))
-	b.WriteString("\n),\nc AS MATERIALIZED (\n  SELECT CAST(v.participant_key AS VARCHAR) AS participant_key")
+	b.WriteString("\n),\nk AS MATERIALIZED (\n  SELECT participant_key, row_number() OVER () AS pid, " + RecordKeyFunc +
+		"(participant_key) AS rk\n  FROM (SELECT DISTINCT CAST(participant_key AS VARCHAR) AS participant_key FROM v)\n),\n")
+	b.WriteString("c AS (\n  SELECT k.pid, k.rk")
+	var dims []string
 	for i, d := range e.Dimensions {
 		fmt.Fprintf(&b, ",\n    %s AS d%d", d.dimExpr(), i)
+		dims = append(dims, fmt.Sprintf("d%d", i))
 	}
 	for i, m := range e.Measures {
 		fmt.Fprintf(&b, ",\n    CAST(v.%s AS DOUBLE) AS m%d", quoteIdent(m.Name), i)
 	}
-	b.WriteString("\n  FROM v\n),\nk AS MATERIALIZED (\n  SELECT participant_key, " + RecordKeyFunc + "(participant_key) AS rk FROM (SELECT DISTINCT participant_key FROM c)\n)\n")
+	b.WriteString("\n  FROM v JOIN k ON CAST(v.participant_key AS VARCHAR) = k.participant_key\n),\n")
+	// p: one row per participant and cell of every grouping set; g tells the sets apart.
 	sets := e.GroupingSets()
-	for si, set := range sets {
-		if si > 0 {
-			b.WriteString("UNION ALL\n")
-		}
-		in := map[int]bool{}
+	var setList []string
+	for _, set := range sets {
+		cols := []string{"pid"}
 		for _, i := range set {
-			in[i] = true
+			cols = append(cols, fmt.Sprintf("d%d", i))
 		}
-		var outer, inner []string
-		for i, d := range e.Dimensions {
-			if in[i] {
-				outer = append(outer, fmt.Sprintf("d%d AS %s", i, quoteIdent(d.Name)))
-				inner = append(inner, fmt.Sprintf("d%d", i))
-			} else {
-				outer = append(outer, fmt.Sprintf("CAST(NULL AS VARCHAR) AS %s", quoteIdent(d.Name)))
-			}
-		}
-		outer = append(outer, "count(*) AS "+disclosure.ColN,
-			"CAST(sum(rk) % 4294967296 AS BIGINT) AS "+disclosure.ColCellKey)
-		innerSel := append([]string{"c.participant_key"}, inner...)
-		for i, m := range e.Measures {
-			mc := fmt.Sprintf("m%d", i)
-			innerSel = append(innerSel, fmt.Sprintf("avg(%s) AS %s", mc, mc))
-			outer = append(outer,
-				fmt.Sprintf("coalesce(sum(%s), 0) AS %s", mc, quoteIdent(m.Name+disclosure.SuffixSum)),
-				fmt.Sprintf("coalesce(sum(abs(%s)), 0) AS %s", mc, quoteIdent(m.Name+disclosure.SuffixAbs)),
-				fmt.Sprintf("count(%s) AS %s", mc, quoteIdent(m.Name+disclosure.SuffixCount)),
-				fmt.Sprintf("coalesce(sum(%s * %s), 0) AS %s", mc, mc, quoteIdent(m.Name+disclosure.SuffixSq)),
-				fmt.Sprintf("coalesce(max(abs(%s), 2)[1], 0) AS %s", mc, quoteIdent(m.Name+disclosure.SuffixTop1)),
-				fmt.Sprintf("coalesce(max(abs(%s), 2)[2], 0) AS %s", mc, quoteIdent(m.Name+disclosure.SuffixTop2)))
-		}
-		group := append([]string{"c.participant_key"}, inner...)
-		fmt.Fprintf(&b, "SELECT %s\nFROM (SELECT %s FROM c GROUP BY %s) p JOIN k USING (participant_key)\n",
-			strings.Join(outer, ", "), strings.Join(innerSel, ", "), strings.Join(group, ", "))
-		if len(inner) > 0 {
-			fmt.Fprintf(&b, "GROUP BY %s\n", strings.Join(inner, ", "))
-		}
+		setList = append(setList, "("+strings.Join(cols, ", ")+")")
 	}
+	g := "0"
+	if len(dims) > 0 {
+		g = "GROUPING(" + strings.Join(dims, ", ") + ")"
+	}
+	b.WriteString("p AS (\n  SELECT " + g + " AS g, any_value(rk) AS rk")
+	for _, d := range dims {
+		b.WriteString(", " + d)
+	}
+	for i := range e.Measures {
+		fmt.Fprintf(&b, ", avg(m%d) AS m%d", i, i)
+	}
+	b.WriteString("\n  FROM c GROUP BY GROUPING SETS (" + strings.Join(setList, ", ") + ")\n)\n")
+	var outer []string
+	for i, d := range e.Dimensions {
+		outer = append(outer, fmt.Sprintf("d%d AS %s", i, quoteIdent(d.Name)))
+	}
+	outer = append(outer, "count(*) AS "+disclosure.ColN,
+		"CAST(sum(rk) % 4294967296 AS BIGINT) AS "+disclosure.ColCellKey)
+	for i, m := range e.Measures {
+		mc := fmt.Sprintf("m%d", i)
+		outer = append(outer,
+			fmt.Sprintf("coalesce(sum(%s), 0) AS %s", mc, quoteIdent(m.Name+disclosure.SuffixSum)),
+			fmt.Sprintf("coalesce(sum(abs(%s)), 0) AS %s", mc, quoteIdent(m.Name+disclosure.SuffixAbs)),
+			fmt.Sprintf("count(%s) AS %s", mc, quoteIdent(m.Name+disclosure.SuffixCount)),
+			fmt.Sprintf("coalesce(sum(%s * %s), 0) AS %s", mc, mc, quoteIdent(m.Name+disclosure.SuffixSq)),
+			fmt.Sprintf("coalesce(max(abs(%s), 2)[1], 0) AS %s", mc, quoteIdent(m.Name+disclosure.SuffixTop1)),
+			fmt.Sprintf("coalesce(max(abs(%s), 2)[2], 0) AS %s", mc, quoteIdent(m.Name+disclosure.SuffixTop2)))
+	}
+	b.WriteString("SELECT " + strings.Join(outer, ", ") + "\nFROM p GROUP BY " + strings.Join(append([]string{"g"}, dims...), ", ") + "\n")
 	return b.String(), nil
 }
 

@@ -1,0 +1,149 @@
+package executor
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/samsyn/samsyn/queries"
+	"github.com/samsyn/samsyn/queries/disclosure"
+	"github.com/samsyn/samsyn/schemas"
+)
+
+// plainSQL is the physical limit for an entry: the catalog view and one plain DuckDB
+// aggregate with no Samsyn function in it — GROUP BY the entry's grouping sets,
+// count(DISTINCT participant_key) and the measures' sums — which yields the very cells and n
+// the node's statement yields. With keys, it also lists each cell's participants, for the
+// cell-key oracle (and no measures).
+func plainSQL(e *queries.Entry, keys bool) string {
+	var sel, dims []string
+	for i, d := range e.Dimensions {
+		cl, _ := schemas.V1().CodeList(d.CodeList)
+		var expr string
+		if d.From != "" {
+			expr = cl.BandSQL(`v."` + d.From + `"`)
+		} else {
+			q := make([]string, 0, len(cl.Values()))
+			for _, v := range cl.Values() {
+				q = append(q, "'"+v+"'")
+			}
+			expr = fmt.Sprintf(`CASE WHEN CAST(v."%s" AS VARCHAR) IN (%s) THEN CAST(v."%s" AS VARCHAR) END`, d.Name, strings.Join(q, ", "), d.Name)
+		}
+		sel = append(sel, fmt.Sprintf("coalesce(%s, '%s') AS d%d", expr, disclosure.Other, i))
+		dims = append(dims, fmt.Sprintf("d%d", i))
+	}
+	for i, m := range e.Measures {
+		sel = append(sel, fmt.Sprintf(`CAST(v."%s" AS DOUBLE) AS m%d`, m.Name, i))
+	}
+	var sets []string
+	for _, set := range e.GroupingSets() {
+		var cols []string
+		for _, i := range set {
+			cols = append(cols, fmt.Sprintf("d%d", i))
+		}
+		sets = append(sets, "("+strings.Join(cols, ", ")+")")
+	}
+	out := append(append([]string{}, dims...), "count(DISTINCT participant_key) AS n")
+	if keys {
+		out = append(out, "list(DISTINCT participant_key) AS keys")
+	} else {
+		for i := range e.Measures {
+			out = append(out, fmt.Sprintf("sum(m%d)", i))
+		}
+	}
+	return fmt.Sprintf("SELECT %s\nFROM (SELECT CAST(v.participant_key AS VARCHAR) AS participant_key, %s FROM (%s) v)\nGROUP BY GROUPING SETS (%s)",
+		strings.Join(out, ", "), strings.Join(sel, ", "), queries.NormalizeView(e.View), strings.Join(sets, ", "))
+}
+
+// The node's statement gives every cell of every grouping set the participants' count and
+// the sum of their record keys that a plain aggregate and Go's own record keys give.
+func TestTheNodesAggregateAgreesWithAPlainOneAndGoRecordKeys(t *testing.T) {
+	x, cat, _ := newExecutor(t, 2500)
+	ctx := context.Background()
+	keyer := disclosure.NewRecordKeyer(secret)
+	checked := 0
+	for _, id := range cat.IDs() {
+		e, _ := cat.Get(id)
+		if e.IsAnalysis() {
+			continue
+		}
+		b, err := e.Bind(period)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec, _, err := x.aggregate(ctx, e, b)
+		if err != nil {
+			t.Fatalf("%s: %v", id, err)
+		}
+		got := map[string][2]int64{}
+		dimCols := len(e.Dimensions)
+		for r := 0; r < int(rec.NumRows()); r++ {
+			var parts []string
+			for d := 0; d < dimCols; d++ {
+				col := rec.Column(d)
+				if col.IsNull(r) {
+					parts = append(parts, "*")
+				} else {
+					parts = append(parts, col.ValueStr(r))
+				}
+			}
+			k := strings.Join(parts, "|")
+			if _, dup := got[k]; dup {
+				t.Fatalf("%s: cell %s twice", id, k)
+			}
+			n := rec.Column(dimCols).ValueStr(r)
+			ck := rec.Column(dimCols + 1).ValueStr(r)
+			var nv, ckv int64
+			fmt.Sscan(n, &nv)
+			fmt.Sscan(ck, &ckv)
+			got[k] = [2]int64{nv, ckv}
+		}
+		rec.Release()
+		rows, err := x.store.DB().QueryContext(ctx, plainSQL(e, true), b.Args()...)
+		if err != nil {
+			t.Fatalf("%s plain: %v", id, err)
+		}
+		want := 0
+		for rows.Next() {
+			vals := make([]any, dimCols+2)
+			ptrs := make([]any, len(vals))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			if err := rows.Scan(ptrs...); err != nil {
+				t.Fatal(err)
+			}
+			var parts []string
+			for d := 0; d < dimCols; d++ {
+				if vals[d] == nil {
+					parts = append(parts, "*")
+				} else {
+					parts = append(parts, fmt.Sprint(vals[d]))
+				}
+			}
+			k := strings.Join(parts, "|")
+			var sum uint32
+			list := vals[dimCols+1].([]any)
+			for _, pk := range list {
+				sum += keyer.Key(pk.(string))
+			}
+			g, ok := got[k]
+			if !ok {
+				t.Fatalf("%s: cell %s (n %v) missing from the node's aggregate", id, k, vals[dimCols])
+			}
+			if g[0] != vals[dimCols].(int64) || uint32(g[1]) != sum {
+				t.Fatalf("%s %s: node n=%d key=%d, plain n=%v key=%d", id, k, g[0], g[1], vals[dimCols], sum)
+			}
+			want++
+			checked++
+		}
+		rows.Close()
+		if want != len(got) {
+			t.Fatalf("%s: node %d cells, plain %d", id, len(got), want)
+		}
+	}
+	if checked < 500 {
+		t.Fatalf("only %d cells checked", checked)
+	}
+}
