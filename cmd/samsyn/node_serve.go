@@ -25,7 +25,16 @@ func newNodeServeCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "serve --config node.yaml",
 		Short: "Serve approved catalog queries to the coordinator over Arrow Flight with mutual TLS",
-		Args:  cobra.NoArgs,
+		Long: `Serve approved catalog queries to the coordinator over Arrow Flight with mutual TLS.
+
+The coordinator reaches the node in one of two ways (node.yaml):
+  listen: 0.0.0.0:7001                    the coordinator dials this Flight port
+  coordinator: {dial: coordinator:7443}   the node dials out and keeps a mutual-TLS tunnel
+                                          open to the coordinator's tunnel_listen; it needs
+                                          no inbound port (the coordinator lists it with
+                                          dial_out: true)
+Both may be set. SIGHUP reloads the certificates; SIGINT or SIGTERM stop the node.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cfgPath == "" {
 				return errors.New("--config is required")
