@@ -82,20 +82,25 @@ func (e *Entry) GroupingSets() [][]int {
 	return sets
 }
 
-// AggregateSQL is the only statement a node runs for the entry, in two passes over the view
-// whatever the number of grouping sets. The first groups the view's rows by participant within
+// AggregateSQL is the only statement a node runs for the entry. Without measures it is
+// countSQL's single pass; with measures, two passes over the view whatever the number of
+// grouping sets. The first groups the view's rows by participant within
 // every grouping set at once (GROUPING SETS, each set with the participant added), so each
 // output row is one participant in one cell with the average of their rows' measures; the
 // participant key is replaced by a dense integer first, and the record key (computed once
 // per participant) rides along. The second sums those rows per cell into the columns
 // disclosure.Protect consumes: dimensions with NULL for a margin, n, cell_key, and per measure
 // its sum, absolute sum, count, sum of squares and two largest contributions. Parameters bind
-// by name.
+// by name. The CTEs are not materialised: DuckDB streams them (the view is read twice), which
+// is as fast and keeps a query over a million participants inside a 256 MB memory limit.
 func (e *Entry) AggregateSQL() (string, error) {
+	if len(e.Measures) == 0 {
+		return e.countSQL(), nil
+	}
 	var b strings.Builder
-	b.WriteString("WITH v AS MATERIALIZED (\n")
+	b.WriteString("WITH v AS (\n")
 	b.WriteString(NormalizeView(e.View))
-	b.WriteString("\n),\nk AS MATERIALIZED (\n  SELECT participant_key, row_number() OVER () AS pid, " + RecordKeyFunc +
+	b.WriteString("\n),\nk AS (\n  SELECT participant_key, row_number() OVER () AS pid, " + RecordKeyFunc +
 		"(participant_key) AS rk\n  FROM (SELECT DISTINCT CAST(participant_key AS VARCHAR) AS participant_key FROM v)\n),\n")
 	b.WriteString("c AS (\n  SELECT k.pid, k.rk")
 	var dims []string
@@ -147,6 +152,46 @@ func (e *Entry) AggregateSQL() (string, error) {
 	}
 	b.WriteString("SELECT " + strings.Join(outer, ", ") + "\nFROM p GROUP BY " + strings.Join(append([]string{"g"}, dims...), ", ") + "\n")
 	return b.String(), nil
+}
+
+// countSQL is AggregateSQL for an entry without measures: one pass, the plain aggregate's own
+// shape (GROUP BY GROUPING SETS over the view with one DISTINCT aggregate), so it costs
+// little more than count(DISTINCT participant_key) would. Each row of the view becomes
+//
+//	x = 2^104 + (h << 32) + rk
+//
+// with rk the participant's record key and h 50 bits of DuckDB's hash of the participant key;
+// the rows of one participant in a cell share x, so sum(DISTINCT x) over a cell is
+// n·2^104 + 2^32·Σh + Σrk: n is its bits from 104 up and the cell key (Σrk modulo 2^32) its
+// low 32 bits. Exact while a cell holds fewer than 2^22 (4 million) participants; two
+// participants merge only if both their 50 hash bits and their 32 record-key bits coincide
+// (about 10^-13 for a million participants). One DISTINCT aggregate, not two, because
+// DuckDB keeps a table per distinct aggregate: two of them over three dimensions need more
+// than 256 MB at a million participants.
+func (e *Entry) countSQL() string {
+	var b strings.Builder
+	b.WriteString("WITH v AS (\n")
+	b.WriteString(NormalizeView(e.View))
+	b.WriteString("\n),\nc AS (\n  SELECT (CAST(1 AS HUGEINT) << 104) + (CAST(hash(CAST(v.participant_key AS VARCHAR)) >> 14 AS HUGEINT) << 32) + " +
+		RecordKeyFunc + "(CAST(v.participant_key AS VARCHAR)) AS x")
+	var out []string
+	for i, d := range e.Dimensions {
+		fmt.Fprintf(&b, ",\n    %s AS d%d", d.dimExpr(), i)
+		out = append(out, fmt.Sprintf("d%d AS %s", i, quoteIdent(d.Name)))
+	}
+	b.WriteString("\n  FROM v\n)\n")
+	out = append(out, "CAST(sum(DISTINCT x) >> 104 AS BIGINT) AS "+disclosure.ColN,
+		"CAST(sum(DISTINCT x) % 4294967296 AS BIGINT) AS "+disclosure.ColCellKey)
+	var sets []string
+	for _, set := range e.GroupingSets() {
+		var cols []string
+		for _, i := range set {
+			cols = append(cols, fmt.Sprintf("d%d", i))
+		}
+		sets = append(sets, "("+strings.Join(cols, ", ")+")")
+	}
+	b.WriteString("SELECT " + strings.Join(out, ", ") + "\nFROM c GROUP BY GROUPING SETS (" + strings.Join(sets, ", ") + ")\n")
+	return b.String()
 }
 
 // Spec is the disclosure spec of the entry's table as released by a node of association,
