@@ -14,6 +14,7 @@ import (
 	"math"
 	"slices"
 	"strconv"
+	"sync"
 )
 
 // Domain separators for every derivation in this package.
@@ -134,7 +135,7 @@ func Mask(self string, priv *ecdh.PrivateKey, peers map[string]*ecdh.PublicKey, 
 		if !ok || pub == nil {
 			return nil, fmt.Errorf("%w: %s", ErrNoPeerKey, other)
 		}
-		shared, err := priv.ECDH(pub)
+		shared, err := agree(priv, pub)
 		if err != nil {
 			return nil, fmt.Errorf("secagg: agree with %s: %w", other, err)
 		}
@@ -156,6 +157,27 @@ func Mask(self string, priv *ecdh.PrivateKey, peers map[string]*ecdh.PublicKey, 
 		}
 	}
 	return out, nil
+}
+
+// sharedSecrets remembers each pair's X25519 agreement: both keys are static (derived from
+// node secrets and pinned), so the agreement is too, and it was the costliest step of a
+// node's contribution. The masks still differ per round: the round is in the key expansion.
+// It holds what the private keys it was computed from already give, in this process only.
+var sharedSecrets sync.Map // [64]byte{own public key, peer public key} -> []byte
+
+func agree(priv *ecdh.PrivateKey, pub *ecdh.PublicKey) ([]byte, error) {
+	var id [64]byte
+	copy(id[:32], priv.PublicKey().Bytes())
+	copy(id[32:], pub.Bytes())
+	if v, ok := sharedSecrets.Load(id); ok {
+		return v.([]byte), nil
+	}
+	shared, err := priv.ECDH(pub)
+	if err != nil {
+		return nil, err
+	}
+	sharedSecrets.Store(id, shared)
+	return shared, nil
 }
 
 // keyStream fills dst with the AES-256-CTR key stream of a key derived from shared and info.
