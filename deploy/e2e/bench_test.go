@@ -190,8 +190,14 @@ func BenchmarkFanOut256(b *testing.B) { benchFanOut(b, 256) }
 // BenchmarkQueryEightNodes measures one catalog query over the eight-node federation (1,900
 // participants in all) without the study workflow around it: signed tickets to eight real
 // nodes over mTLS, each node's executor and disclosure control, and the coordinator's merge.
-func BenchmarkQueryEightNodes(b *testing.B) {
-	f := startInProc(b, 1900/8)
+func BenchmarkQueryEightNodes(b *testing.B) { benchQueryEightNodes(b, false) }
+
+// BenchmarkQueryEightNodesCold is BenchmarkQueryEightNodes with the nodes' release cache off:
+// every node runs the query each time.
+func BenchmarkQueryEightNodesCold(b *testing.B) { benchQueryEightNodes(b, true) }
+
+func benchQueryEightNodes(b *testing.B, cold bool) {
+	f := startFederation(b, inprocOptions{perNode: 1900 / 8, noCache: cold})
 	cat := f.coord.Catalog()
 	e, _ := cat.Get("exits_by_municipality")
 	params := map[string]string{"from": "2020-04-01", "to": "2022-09-30"}

@@ -64,6 +64,7 @@ type inprocOptions struct {
 	perNode   int
 	onlyAssoc []string
 	dialOut   []string
+	noCache   bool // nodes run every query (query.cache: 0): cold figures
 }
 
 // startInProc runs a federation in this process: real node servers on loopback with mutual
@@ -180,6 +181,9 @@ func startFederation(t testing.TB, o inprocOptions) *inproc {
 			p := startProxy(t, hubAddr)
 			f.tunnels[assoc] = p
 			listen, dial = "", ", dial: "+p.addr
+		}
+		if o.noCache {
+			listen += "query: {cache: 0}\n"
 		}
 		os.WriteFile(cfgPath, []byte(fmt.Sprintf("association: %s\n%stls: {ca: %s, cert: %s, key: %s}\ncoordinator: {identity: %s, ticket_keys: [x]%s}\ncatalog: {dir: %s, authority_key: x}\nassociation_key: x\nallowed_queries: [\"*\"]\nplugins: {dir: %s}\n%s",
 			assoc, listen, caFile, nf.Cert, nf.Key, mtls.CoordinatorIdentity("region"), dial, catDir, plugins, peers.String())), 0o644)
