@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/apache/arrow/go/v17/arrow"
@@ -45,6 +46,11 @@ type Executor struct {
 	seconds *prometheus.HistogramVec
 	cache   *releaseCache
 	contrib *contributionCache
+
+	// stmts holds each connection's prepared aggregate per catalog entry: planning is a third
+	// of a small node's query time, and the statements never change while the node runs.
+	stmtMu sync.Mutex
+	stmts  map[*sql.Conn]map[string]*sql.Stmt
 }
 
 // ErrTimeout is returned when a query runs past its deadline.
@@ -77,7 +83,7 @@ func New(ctx context.Context, st *store.Store, opts Options) (*Executor, error) 
 		opts.Registerer = prometheus.NewRegistry()
 	}
 	x := &Executor{opts: opts, store: st, conns: make(chan *sql.Conn, opts.Conns), logger: opts.Logger.With("component", "executor"),
-		cache: newReleaseCache(opts.CacheSize), contrib: newContributionCache(opts.CacheSize)}
+		cache: newReleaseCache(opts.CacheSize), contrib: newContributionCache(opts.CacheSize), stmts: map[*sql.Conn]map[string]*sql.Stmt{}}
 	x.seconds = promauto.With(opts.Registerer).NewHistogramVec(prometheus.HistogramOpts{
 		Name: "samsyn_node_query_duration_seconds", Help: "Time to run and protect a catalog query, by result.",
 		Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
@@ -123,11 +129,19 @@ func sanitizeSize(s string) string {
 	return string(out)
 }
 
-// Close releases the connections and the cached tables.
+// Close releases the connections, their prepared statements and the cached tables.
 func (x *Executor) Close() error {
 	x.cache.clear()
 	x.contrib.clear()
 	var errs []error
+	x.stmtMu.Lock()
+	for _, m := range x.stmts {
+		for _, st := range m {
+			errs = append(errs, st.Close())
+		}
+	}
+	x.stmts = map[*sql.Conn]map[string]*sql.Stmt{}
+	x.stmtMu.Unlock()
 	for {
 		select {
 		case c := <-x.conns:
@@ -223,7 +237,14 @@ func (x *Executor) aggregate(ctx context.Context, e *queries.Entry, b queries.Bo
 	defer release()
 	ctx, cancel := context.WithTimeout(ctx, x.opts.Timeout)
 	defer cancel()
-	rows, err := conn.QueryContext(ctx, q, b.Args()...)
+	stmt, err := x.prepared(ctx, conn, e.Hash(), q)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, "", fmt.Errorf("%s: %w after %s", e.ID, ErrTimeout, x.opts.Timeout)
+		}
+		return nil, "", fmt.Errorf("prepare %s: %w", e.ID, err)
+	}
+	rows, err := stmt.QueryContext(ctx, b.Args()...)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, "", fmt.Errorf("%s: %w after %s", e.ID, ErrTimeout, x.opts.Timeout)
@@ -245,6 +266,27 @@ func (x *Executor) aggregate(ctx context.Context, e *queries.Entry, b queries.Bo
 		return nil, "", fmt.Errorf("run %s: %w", e.ID, err)
 	}
 	return rec, snap, nil
+}
+
+// prepared returns conn's prepared statement for the entry with hash, preparing q once.
+func (x *Executor) prepared(ctx context.Context, conn *sql.Conn, hash, q string) (*sql.Stmt, error) {
+	x.stmtMu.Lock()
+	st, ok := x.stmts[conn][hash]
+	x.stmtMu.Unlock()
+	if ok {
+		return st, nil
+	}
+	st, err := conn.PrepareContext(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	x.stmtMu.Lock()
+	defer x.stmtMu.Unlock()
+	if x.stmts[conn] == nil {
+		x.stmts[conn] = map[string]*sql.Stmt{}
+	}
+	x.stmts[conn][hash] = st
+	return st, nil
 }
 
 // toArrow reads the aggregate (a few thousand cells at most) into one record.
