@@ -71,7 +71,7 @@ func median(d []time.Duration) time.Duration {
 func isSparse(err error) bool { return err != nil && errorsIs(err, disclosure.ErrTooSparse) }
 
 // BenchmarkNodeRSS runs every catalog table query on a node of SAMSYN_BENCH_NODE_ROWS participants
-// (default 1,000,000) with a 256 MB DuckDB memory limit and reports the process's peak RSS
+// (default 1,000,000) with a 256 MB DuckDB memory limit (SAMSYN_BENCH_MEMORY_LIMIT) and reports the process's peak RSS
 // (VmHWM) afterwards: the node's memory while serving.
 func BenchmarkNodeRSS(b *testing.B) {
 	rows := 1_000_000
@@ -79,7 +79,11 @@ func BenchmarkNodeRSS(b *testing.B) {
 		rows = v
 	}
 	x, cat, _ := newExecutor(b, rows)
-	if _, err := x.store.DB().Exec("SET memory_limit = '256MB'"); err != nil {
+	limit := "256MB"
+	if v := os.Getenv("SAMSYN_BENCH_MEMORY_LIMIT"); v != "" {
+		limit = sanitizeSize(v)
+	}
+	if _, err := x.store.DB().Exec("SET memory_limit = '" + limit + "'"); err != nil {
 		b.Fatal(err)
 	}
 	ctx := context.Background()
