@@ -194,6 +194,52 @@ func (e *Entry) countSQL() string {
 	return b.String()
 }
 
+// PlainSQL is the physical limit for the entry, kept for benchmarks and oracle tests (no node
+// runs it): the catalog view and one plain DuckDB
+// aggregate with no Samsyn function in it — GROUP BY the entry's grouping sets,
+// count(DISTINCT participant_key) and the measures' sums — which yields the very cells and n
+// the node's statement yields. With keys, it also lists each cell's participants, for the
+// cell-key oracle (and no measures).
+func (e *Entry) PlainSQL(keys bool) string {
+	var sel, dims []string
+	for i, d := range e.Dimensions {
+		cl, _ := schemas.V1().CodeList(d.CodeList)
+		var expr string
+		if d.From != "" {
+			expr = cl.BandSQL(`v."` + d.From + `"`)
+		} else {
+			q := make([]string, 0, len(cl.Values()))
+			for _, v := range cl.Values() {
+				q = append(q, "'"+v+"'")
+			}
+			expr = fmt.Sprintf(`CASE WHEN CAST(v."%s" AS VARCHAR) IN (%s) THEN CAST(v."%s" AS VARCHAR) END`, d.Name, strings.Join(q, ", "), d.Name)
+		}
+		sel = append(sel, fmt.Sprintf("coalesce(%s, '%s') AS d%d", expr, disclosure.Other, i))
+		dims = append(dims, fmt.Sprintf("d%d", i))
+	}
+	for i, m := range e.Measures {
+		sel = append(sel, fmt.Sprintf(`CAST(v."%s" AS DOUBLE) AS m%d`, m.Name, i))
+	}
+	var sets []string
+	for _, set := range e.GroupingSets() {
+		var cols []string
+		for _, i := range set {
+			cols = append(cols, fmt.Sprintf("d%d", i))
+		}
+		sets = append(sets, "("+strings.Join(cols, ", ")+")")
+	}
+	out := append(append([]string{}, dims...), "count(DISTINCT participant_key) AS n")
+	if keys {
+		out = append(out, "list(DISTINCT participant_key) AS keys")
+	} else {
+		for i := range e.Measures {
+			out = append(out, fmt.Sprintf("sum(m%d)", i))
+		}
+	}
+	return fmt.Sprintf("SELECT %s\nFROM (SELECT CAST(v.participant_key AS VARCHAR) AS participant_key, %s FROM (%s) v)\nGROUP BY GROUPING SETS (%s)",
+		strings.Join(out, ", "), strings.Join(sel, ", "), NormalizeView(e.View), strings.Join(sets, ", "))
+}
+
 // Spec is the disclosure spec of the entry's table as released by a node of association,
 // or by the whole federation when association is "". Structural zeros are the combinations
 // the code lists rule out: a municipality, city district or association outside the scope.

@@ -7,7 +7,9 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -24,6 +26,7 @@ import (
 	"github.com/samsyn/samsyn/coordinator/merge"
 	"github.com/samsyn/samsyn/coordinator/nodeclient"
 	"github.com/samsyn/samsyn/coordinator/study"
+	"github.com/samsyn/samsyn/node/store"
 	"github.com/samsyn/samsyn/queries/disclosure"
 	"github.com/samsyn/samsyn/queries/wire"
 	"github.com/samsyn/samsyn/queries/wire/mtls"
@@ -237,4 +240,83 @@ func benchQueryEightNodes(b *testing.B, cold bool) {
 	}
 	b.StopTimer()
 	percentiles(b, samples)
+}
+
+// BenchmarkFederatedVsPlainDuckDB builds the federation at 8 × N participants
+// (SAMSYN_BENCH_N, default 100,000), copies every node's rows into one DuckDB, and runs,
+// interleaved, a pooled study of three catalog queries through the coordinator (tickets,
+// eight nodes' aggregates and contributions over mutual TLS, secure sums, protection, the
+// release; the nodes' caches off) and the same three aggregates as plain DuckDB statements
+// over all 8 × N rows. It reports the medians and their ratio.
+func BenchmarkFederatedVsPlainDuckDB(b *testing.B) {
+	n := 100_000
+	if v := os.Getenv("SAMSYN_BENCH_N"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 100 {
+			b.Fatalf("SAMSYN_BENCH_N=%q: expected a number of participants per node, at least 100", v)
+		}
+	}
+	dir := b.TempDir()
+	pooledPath := filepath.Join(dir, "pooled.duckdb")
+	pooled, err := store.Open(context.Background(), pooledPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pooled.Close()
+	f := startFederation(b, inprocOptions{perNode: n, noCache: true, pooled: pooledPath})
+	pooled, err = store.Open(context.Background(), pooledPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pooled.Close()
+	period := map[string]string{"from": "2020-04-01", "to": "2022-09-30"}
+	ids := []string{"exits_by_municipality", "outcome_by_method", "participants_by_association"}
+	var qs []study.QueryReq
+	type plainQ struct {
+		sql  string
+		args []any
+	}
+	var plains []plainQ
+	for _, id := range ids {
+		e, _ := f.coord.Catalog().Get(id)
+		bound, err := e.Bind(period)
+		if err != nil {
+			b.Fatal(err)
+		}
+		qs = append(qs, study.QueryReq{ID: id, Params: period})
+		plains = append(plains, plainQ{e.PlainSQL(false), bound.Args()})
+	}
+	ctx := context.Background()
+	var fed, plain []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		s, err := f.coord.Submit(ctx, &study.Request{Title: "bench", Purpose: "bench", Queries: qs, OnNodeFailure: study.OnFailureFail}, "eva")
+		if err != nil {
+			b.Fatal(err)
+		}
+		f.approveAll(b, s)
+		if got := f.wait(b, s.ID); got.State != study.Released {
+			b.Fatalf("study %s", got.State)
+		}
+		fed = append(fed, time.Since(start))
+		start = time.Now()
+		for _, p := range plains {
+			rows, err := pooled.DB().QueryContext(ctx, p.sql, p.args...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for rows.Next() {
+			}
+			rows.Close()
+		}
+		plain = append(plain, time.Since(start))
+	}
+	b.StopTimer()
+	slices.Sort(fed)
+	slices.Sort(plain)
+	fm, pm := fed[len(fed)/2], plain[len(plain)/2]
+	b.ReportMetric(float64(fm.Milliseconds()), "federated_ms")
+	b.ReportMetric(float64(pm.Milliseconds()), "plain_ms")
+	b.ReportMetric(fm.Seconds()/pm.Seconds(), "ratio")
 }

@@ -65,6 +65,9 @@ type inprocOptions struct {
 	onlyAssoc []string
 	dialOut   []string
 	noCache   bool // nodes run every query (query.cache: 0): cold figures
+	// pooled, if set, is a DuckDB file (with the store's schema) that receives a copy of every
+	// node's rows: the same data in one database, for plain comparisons.
+	pooled string
 }
 
 // startInProc runs a federation in this process: real node servers on loopback with mutual
@@ -207,6 +210,9 @@ func startFederation(t testing.TB, o inprocOptions) *inproc {
 				}
 			}
 		}
+		if o.pooled != "" {
+			copyInto(t, st, o.pooled)
+		}
 		st.Close()
 		serverTLS, err := mtls.ServerConfig(nf, mtls.CoordinatorIdentity("region"))
 		if err != nil {
@@ -266,6 +272,21 @@ func startFederation(t testing.TB, o inprocOptions) *inproc {
 	f.coord.Start(context.Background())
 	t.Cleanup(f.coord.Stop)
 	return f
+}
+
+// copyInto appends every table of st to the DuckDB file at path.
+func copyInto(t testing.TB, st *store.Store, path string) {
+	t.Helper()
+	stmts := []string{"ATTACH " + "'" + strings.ReplaceAll(path, "'", "''") + "' AS pooled"}
+	for _, table := range schemas.V1().TableNames() {
+		stmts = append(stmts, "INSERT INTO pooled."+table+" SELECT * FROM "+table)
+	}
+	stmts = append(stmts, "DETACH pooled")
+	for _, q := range stmts {
+		if _, err := st.DB().Exec(q); err != nil {
+			t.Fatalf("copy into %s: %s: %v", path, q, err)
+		}
+	}
 }
 
 func (f *inproc) sigs(*testing.T) queries.Signatures { return f.signatures }

@@ -32,7 +32,7 @@ func BenchmarkRunVsDirect(b *testing.B) {
 			continue // analyses: BenchmarkAnalysis*
 		}
 		bound, _ := e.Bind(period)
-		plain := plainSQL(e, false)
+		plain := e.PlainSQL(false)
 		b.Run(id, func(b *testing.B) {
 			var ours, direct []time.Duration
 			for i := 0; i < b.N; i++ {

@@ -6,55 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/samsyn/samsyn/queries"
 	"github.com/samsyn/samsyn/queries/disclosure"
-	"github.com/samsyn/samsyn/schemas"
 )
-
-// plainSQL is the physical limit for an entry: the catalog view and one plain DuckDB
-// aggregate with no Samsyn function in it — GROUP BY the entry's grouping sets,
-// count(DISTINCT participant_key) and the measures' sums — which yields the very cells and n
-// the node's statement yields. With keys, it also lists each cell's participants, for the
-// cell-key oracle (and no measures).
-func plainSQL(e *queries.Entry, keys bool) string {
-	var sel, dims []string
-	for i, d := range e.Dimensions {
-		cl, _ := schemas.V1().CodeList(d.CodeList)
-		var expr string
-		if d.From != "" {
-			expr = cl.BandSQL(`v."` + d.From + `"`)
-		} else {
-			q := make([]string, 0, len(cl.Values()))
-			for _, v := range cl.Values() {
-				q = append(q, "'"+v+"'")
-			}
-			expr = fmt.Sprintf(`CASE WHEN CAST(v."%s" AS VARCHAR) IN (%s) THEN CAST(v."%s" AS VARCHAR) END`, d.Name, strings.Join(q, ", "), d.Name)
-		}
-		sel = append(sel, fmt.Sprintf("coalesce(%s, '%s') AS d%d", expr, disclosure.Other, i))
-		dims = append(dims, fmt.Sprintf("d%d", i))
-	}
-	for i, m := range e.Measures {
-		sel = append(sel, fmt.Sprintf(`CAST(v."%s" AS DOUBLE) AS m%d`, m.Name, i))
-	}
-	var sets []string
-	for _, set := range e.GroupingSets() {
-		var cols []string
-		for _, i := range set {
-			cols = append(cols, fmt.Sprintf("d%d", i))
-		}
-		sets = append(sets, "("+strings.Join(cols, ", ")+")")
-	}
-	out := append(append([]string{}, dims...), "count(DISTINCT participant_key) AS n")
-	if keys {
-		out = append(out, "list(DISTINCT participant_key) AS keys")
-	} else {
-		for i := range e.Measures {
-			out = append(out, fmt.Sprintf("sum(m%d)", i))
-		}
-	}
-	return fmt.Sprintf("SELECT %s\nFROM (SELECT CAST(v.participant_key AS VARCHAR) AS participant_key, %s FROM (%s) v)\nGROUP BY GROUPING SETS (%s)",
-		strings.Join(out, ", "), strings.Join(sel, ", "), queries.NormalizeView(e.View), strings.Join(sets, ", "))
-}
 
 // The node's statement gives every cell of every grouping set the participants' count and
 // the sum of their record keys that a plain aggregate and Go's own record keys give.
@@ -100,7 +53,7 @@ func TestTheNodesAggregateAgreesWithAPlainOneAndGoRecordKeys(t *testing.T) {
 			got[k] = [2]int64{nv, ckv}
 		}
 		rec.Release()
-		rows, err := x.store.DB().QueryContext(ctx, plainSQL(e, true), b.Args()...)
+		rows, err := x.store.DB().QueryContext(ctx, e.PlainSQL(true), b.Args()...)
 		if err != nil {
 			t.Fatalf("%s plain: %v", id, err)
 		}
