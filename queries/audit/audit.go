@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/samsyn/samsyn/schemas/personnummer"
@@ -114,7 +115,13 @@ type Writer struct {
 	f    *os.File
 	seq  int64
 	hash string
-	err  error // set after a failed write: the file's end is then unknown
+	err  error // set after a failed write or sync: the file's end is then unknown
+
+	// Group commit: appenders write under mu, then wait for an fsync that covers their line.
+	// One fsync (syncMu) serves every line written before it started, so concurrent appends
+	// share the disk's flush instead of queueing one each.
+	syncMu sync.Mutex
+	synced atomic.Int64 // the last seq known to be on disk
 }
 
 // Open opens the log at path, creating it with mode 0600 if it does not exist, and takes an
@@ -143,7 +150,9 @@ func Open(path string) (*Writer, error) {
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("open audit log %s: refusing to append to a broken chain: %w", path, err), f.Close())
 	}
-	return &Writer{path: path, now: time.Now, f: f, seq: seq, hash: hash}, nil
+	w := &Writer{path: path, now: time.Now, f: f, seq: seq, hash: hash}
+	w.synced.Store(seq)
+	return w, nil
 }
 
 func syncDir(dir string) error {
@@ -162,7 +171,7 @@ func syncDir(dir string) error {
 }
 
 // Append sets e's Seq, Time, Prev and Hash, writes it as one line and syncs the file before
-// returning the entry as written. Values the caller set in those four fields are ignored.
+// returning the entry as written (concurrent appends share one sync). Values the caller set in those four fields are ignored.
 // After a failed write or sync the Writer refuses further entries: reopen the log, which
 // verifies it, to continue.
 func (w *Writer) Append(ctx context.Context, e Entry) (Entry, error) {
@@ -180,40 +189,81 @@ func (w *Writer) Append(ctx context.Context, e Entry) (Entry, error) {
 		e.Fields = fields
 	}
 
+	seq, err := w.write(&e)
+	if err != nil {
+		return Entry{}, err
+	}
+	if err := w.syncTo(seq); err != nil {
+		return Entry{}, err
+	}
+	return e, nil
+}
+
+// write chains e to the log and writes its line, without syncing; it returns e's seq.
+func (w *Writer) write(e *Entry) (int64, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.f == nil {
-		return Entry{}, fmt.Errorf("append to audit log %s: %w", w.path, ErrClosed)
+		return 0, fmt.Errorf("append to audit log %s: %w", w.path, ErrClosed)
 	}
 	if w.err != nil {
-		return Entry{}, w.err
+		return 0, w.err
 	}
 	e.Seq = w.seq + 1
 	e.Time = w.now().UTC()
 	e.Prev = w.hash
 	h, err := e.computeHash()
 	if err != nil {
-		return Entry{}, fmt.Errorf("append to audit log %s: encode entry: %w", w.path, err)
+		return 0, fmt.Errorf("append to audit log %s: encode entry: %w", w.path, err)
 	}
 	e.Hash = h
 	line, err := json.Marshal(e)
 	if err != nil {
-		return Entry{}, fmt.Errorf("append to audit log %s: encode entry: %w", w.path, err)
+		return 0, fmt.Errorf("append to audit log %s: encode entry: %w", w.path, err)
 	}
 	line = append(line, '\n')
 	if len(line) > MaxLineSize {
-		return Entry{}, fmt.Errorf("append to audit log %s: entry of %d bytes, more than %d", w.path, len(line), MaxLineSize)
+		return 0, fmt.Errorf("append to audit log %s: entry of %d bytes, more than %d", w.path, len(line), MaxLineSize)
 	}
 	if _, err := w.f.Write(line); err != nil {
 		w.err = fmt.Errorf("append to audit log %s: write: %w (the log may end in a partial line; verify it before reopening)", w.path, err)
-		return Entry{}, w.err
-	}
-	if err := w.f.Sync(); err != nil {
-		w.err = fmt.Errorf("append to audit log %s: sync: %w", w.path, err)
-		return Entry{}, w.err
+		return 0, w.err
 	}
 	w.seq, w.hash = e.Seq, e.Hash
-	return e, nil
+	return e.Seq, nil
+}
+
+// syncTo returns once the line of seq is on disk, syncing the file unless a sync that
+// started after that line was written has done it already.
+func (w *Writer) syncTo(seq int64) error {
+	if w.synced.Load() >= seq {
+		return nil
+	}
+	w.syncMu.Lock()
+	defer w.syncMu.Unlock()
+	if w.synced.Load() >= seq {
+		return nil
+	}
+	w.mu.Lock()
+	f, upTo, err := w.f, w.seq, w.err
+	w.mu.Unlock()
+	switch {
+	case err != nil:
+		return err
+	case f == nil:
+		return fmt.Errorf("append to audit log %s: %w", w.path, ErrClosed)
+	}
+	if err := f.Sync(); err != nil {
+		w.mu.Lock()
+		if w.err == nil {
+			w.err = fmt.Errorf("append to audit log %s: sync: %w", w.path, err)
+		}
+		err = w.err
+		w.mu.Unlock()
+		return err
+	}
+	w.synced.Store(upTo)
+	return nil
 }
 
 // Head returns the seq and hash of the last entry (0 and Genesis for an empty log). Recording
