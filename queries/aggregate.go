@@ -1,8 +1,12 @@
 package queries
 
 import (
+	"crypto/rand"
+	"crypto/subtle"
 	"database/sql"
 	"database/sql/driver"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -18,21 +22,58 @@ import (
 // participant's record key. Only the node registers it, with its own secret.
 const RecordKeyFunc = "samsyn_record_key"
 
-// RegisterRecordKey registers RecordKeyFunc on conn for secret.
-func RegisterRecordKey(conn *sql.Conn, secret []byte) error {
-	return duckdb.RegisterScalarUDF(conn, RecordKeyFunc, recordKeyUDF{keys: disclosure.NewRecordKeyer(secret)})
+// RecordKeyToken names the parameter through which the node's own statements present the
+// capability RecordKeyFunc checks. DuckDB keeps a registered function in the database's
+// catalog, visible to every connection — the analysts' SQL service's included — so the
+// function answers only a statement that carries the token RegisterRecordKey returned: a
+// random 63-bit number that exists in the node's memory only and is bound as a parameter,
+// never written into SQL text. Without it the call fails, and the analyst's statement with it.
+const RecordKeyToken = "samsyn_capability"
+
+// recordKeyArg is how the generated statements call RecordKeyFunc on a participant key.
+func recordKeyArg(keyExpr string) string {
+	return RecordKeyFunc + "(" + keyExpr + ", $" + RecordKeyToken + ")"
 }
 
-type recordKeyUDF struct{ keys *disclosure.RecordKeyer }
+// ErrRecordKeyRefused is the record-key function's answer to a statement without the token.
+var ErrRecordKeyRefused = errors.New(RecordKeyFunc + " answers only the node's own catalog statements")
+
+// RegisterRecordKey registers RecordKeyFunc on conn for secret and returns the token the
+// node's statements must bind as RecordKeyToken (Bound.WithArg).
+func RegisterRecordKey(conn *sql.Conn, secret []byte) (int64, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return 0, err
+	}
+	token := int64(binary.LittleEndian.Uint64(b[:]) >> 1)
+	if err := duckdb.RegisterScalarUDF(conn, RecordKeyFunc, recordKeyUDF{keys: disclosure.NewRecordKeyer(secret), token: token}); err != nil {
+		return 0, err
+	}
+	return token, nil
+}
+
+type recordKeyUDF struct {
+	keys  *disclosure.RecordKeyer
+	token int64
+}
 
 func (u recordKeyUDF) Config() duckdb.ScalarFuncConfig {
 	in, _ := duckdb.NewTypeInfo(duckdb.TYPE_VARCHAR)
+	tok, _ := duckdb.NewTypeInfo(duckdb.TYPE_BIGINT)
 	out, _ := duckdb.NewTypeInfo(duckdb.TYPE_BIGINT)
-	return duckdb.ScalarFuncConfig{InputTypeInfos: []duckdb.TypeInfo{in}, ResultTypeInfo: out}
+	return duckdb.ScalarFuncConfig{InputTypeInfos: []duckdb.TypeInfo{in, tok}, ResultTypeInfo: out}
 }
 
 func (u recordKeyUDF) Executor() duckdb.ScalarFuncExecutor {
+	want := make([]byte, 8)
+	binary.LittleEndian.PutUint64(want, uint64(u.token))
 	return duckdb.ScalarFuncExecutor{RowExecutor: func(v []driver.Value) (any, error) {
+		tok, _ := v[1].(int64)
+		got := make([]byte, 8)
+		binary.LittleEndian.PutUint64(got, uint64(tok))
+		if subtle.ConstantTimeCompare(got, want) != 1 {
+			return nil, ErrRecordKeyRefused
+		}
 		key, _ := v[0].(string)
 		return int64(u.keys.Key(key)), nil
 	}}
@@ -100,8 +141,8 @@ func (e *Entry) AggregateSQL() (string, error) {
 	var b strings.Builder
 	b.WriteString("WITH v AS (\n")
 	b.WriteString(NormalizeView(e.View))
-	b.WriteString("\n),\nk AS (\n  SELECT participant_key, row_number() OVER () AS pid, " + RecordKeyFunc +
-		"(participant_key) AS rk\n  FROM (SELECT DISTINCT CAST(participant_key AS VARCHAR) AS participant_key FROM v)\n),\n")
+	b.WriteString("\n),\nk AS (\n  SELECT participant_key, row_number() OVER () AS pid, " + recordKeyArg("participant_key") +
+		" AS rk\n  FROM (SELECT DISTINCT CAST(participant_key AS VARCHAR) AS participant_key FROM v)\n),\n")
 	b.WriteString("c AS (\n  SELECT k.pid, k.rk")
 	var dims []string
 	for i, d := range e.Dimensions {
@@ -173,7 +214,7 @@ func (e *Entry) countSQL() string {
 	b.WriteString("WITH v AS (\n")
 	b.WriteString(NormalizeView(e.View))
 	b.WriteString("\n),\nc AS (\n  SELECT (CAST(1 AS HUGEINT) << 104) + (CAST(hash(CAST(v.participant_key AS VARCHAR)) >> 14 AS HUGEINT) << 32) + " +
-		RecordKeyFunc + "(CAST(v.participant_key AS VARCHAR)) AS x")
+		recordKeyArg("CAST(v.participant_key AS VARCHAR)") + " AS x")
 	var out []string
 	for i, d := range e.Dimensions {
 		fmt.Fprintf(&b, ",\n    %s AS d%d", d.dimExpr(), i)

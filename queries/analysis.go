@@ -241,7 +241,7 @@ func (e *Entry) AnalysisSQL() (string, error) {
 	var b strings.Builder
 	b.WriteString("WITH v AS MATERIALIZED (\n")
 	b.WriteString(NormalizeView(e.View))
-	b.WriteString("\n),\nw AS (\n  SELECT " + RecordKeyFunc + "(CAST(v.participant_key AS VARCHAR)) AS " + analysis.ColRecordKey +
+	b.WriteString("\n),\nw AS (\n  SELECT " + recordKeyArg("CAST(v.participant_key AS VARCHAR)") + " AS " + analysis.ColRecordKey +
 		",\n    dense_rank() OVER (ORDER BY v.participant_key) AS " + analysis.ColParticipant)
 	dims := map[string]Dimension{}
 	for _, d := range e.Dimensions {

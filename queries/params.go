@@ -124,6 +124,13 @@ type Bound struct {
 // Args are the typed values as named SQL arguments.
 func (b Bound) Args() []any { return b.args }
 
+// WithArg returns b with one more named argument, such as the node's RecordKeyToken; b's
+// text (what is audited and cached by) is unchanged.
+func (b Bound) WithArg(name string, v any) Bound {
+	b.args = append(append([]any(nil), b.args...), sql.Named(name, v))
+	return b
+}
+
 // Bind checks values against the entry's parameters: every parameter must be given, in its
 // domain, and nothing else may be given. A quarter_start parameter may not come after a
 // quarter_end one.

@@ -197,6 +197,7 @@ func (e *Entry) checkAgainstSchema() error {
 	if err != nil {
 		return e.fail("params", "%v", err)
 	}
+	withKey := bound.WithArg(RecordKeyToken, validationToken) // for the generated statements
 	ctx := context.Background()
 	rows, err := db.QueryContext(ctx, "SELECT * FROM ("+NormalizeView(e.View)+"\n) LIMIT 0", bound.Args()...)
 	if err != nil {
@@ -225,7 +226,7 @@ func (e *Entry) checkAgainstSchema() error {
 		if err != nil {
 			return e.fail("view", "%v", err)
 		}
-		if _, err := db.ExecContext(ctx, q, bound.Args()...); err != nil {
+		if _, err := db.ExecContext(ctx, q, withKey.Args()...); err != nil {
 			return e.fail("view", "the node's analysis statement does not run: %s", firstLine(err))
 		}
 		return nil
@@ -256,7 +257,7 @@ func (e *Entry) checkAgainstSchema() error {
 	if err != nil {
 		return e.fail("view", "%v", err)
 	}
-	if _, err := db.ExecContext(ctx, agg, bound.Args()...); err != nil {
+	if _, err := db.ExecContext(ctx, agg, withKey.Args()...); err != nil {
 		return e.fail("view", "the node's aggregate does not run: %s", firstLine(err))
 	}
 	return nil
@@ -274,6 +275,7 @@ var (
 	validationDB     *sql.DB
 	validationDBErr  error
 	validationDBOnce sync.Once
+	validationToken  int64 // the stand-in record-key function's token
 )
 
 // emptySchemaDB is an in-memory database with the schema's tables, no rows, no access to
@@ -300,7 +302,7 @@ func emptySchemaDB() (*sql.DB, error) {
 			return
 		}
 		defer conn.Close()
-		if err := RegisterRecordKey(conn, make([]byte, 32)); err != nil {
+		if validationToken, err = RegisterRecordKey(conn, make([]byte, 32)); err != nil {
 			validationDBErr = err
 			return
 		}

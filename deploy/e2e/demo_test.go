@@ -760,6 +760,14 @@ func cliSQL(t *testing.T, bin, dir string) {
 	if out, err := exec.Command(bin, "sql", "--config", cfg, "-c", "DELETE FROM participant").CombinedOutput(); err == nil || !strings.Contains(string(out), "read-only") {
 		t.Fatalf("a write through samsyn sql: %v\n%s", err, out)
 	}
+	// The record-key function is in the store's catalog, but answers only the node's own
+	// statements: an analyst cannot compute record keys, with or without a guessed token.
+	for _, q := range []string{"SELECT samsyn_record_key(participant_key, 0) FROM participant LIMIT 1",
+		"SELECT samsyn_record_key(participant_key, 4611686018427387904) FROM participant LIMIT 1"} {
+		if out, err := exec.Command(bin, "sql", "--config", cfg, "-c", q).CombinedOutput(); err == nil || !strings.Contains(string(out), "only the node's own") {
+			t.Fatalf("an analyst computed record keys: %v\n%s", err, out)
+		}
+	}
 	if out, err := exec.Command(bin, "sql", "--config", cfg, "--token", "wrong-token-0123456789", "-c", "SELECT 1").CombinedOutput(); err == nil || !strings.Contains(string(out), "Unauthenticated") {
 		t.Fatalf("a wrong token: %v\n%s", err, out)
 	}

@@ -51,6 +51,10 @@ type Executor struct {
 	// of a small node's query time, and the statements never change while the node runs.
 	stmtMu sync.Mutex
 	stmts  map[*sql.Conn]map[string]*sql.Stmt
+
+	// rkToken is the capability the record-key function asks of every statement
+	// (queries.RecordKeyToken): the node's statements bind it, the analysts' cannot.
+	rkToken int64
 }
 
 // ErrTimeout is returned when a query runs past its deadline.
@@ -107,7 +111,7 @@ func New(ctx context.Context, st *store.Store, opts Options) (*Executor, error) 
 		}
 		// The function lands in the database's catalog, visible to every connection.
 		if i == 0 {
-			if err := queries.RegisterRecordKey(c, opts.Secret); err != nil {
+			if x.rkToken, err = queries.RegisterRecordKey(c, opts.Secret); err != nil {
 				c.Close()
 				x.Close()
 				return nil, fmt.Errorf("executor: register record keys: %w", err)
@@ -244,7 +248,7 @@ func (x *Executor) aggregate(ctx context.Context, e *queries.Entry, b queries.Bo
 		}
 		return nil, "", fmt.Errorf("prepare %s: %w", e.ID, err)
 	}
-	rows, err := stmt.QueryContext(ctx, b.Args()...)
+	rows, err := stmt.QueryContext(ctx, b.WithArg(queries.RecordKeyToken, x.rkToken).Args()...)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, "", fmt.Errorf("%s: %w after %s", e.ID, ErrTimeout, x.opts.Timeout)

@@ -272,3 +272,31 @@ func TestTheAggregateAgreesWithHandWrittenSQL(t *testing.T) {
 		})
 	}
 }
+
+// The record-key function is visible to every connection of the store (DuckDB keeps it in
+// the database's catalog), the analysts' SQL service's included: it must answer only the
+// executor's own statements, which bind the token.
+func TestRecordKeysAnswerOnlyTheNodesOwnStatements(t *testing.T) {
+	x, cat, _ := newExecutor(t, 300)
+	ctx := context.Background()
+	conn, err := x.store.DB().Conn(ctx) // another connection, as the SQL service has
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, guess := range []int64{0, 1, x.rkToken ^ 1} {
+		var rk int64
+		err := conn.QueryRowContext(ctx, `SELECT samsyn_record_key(participant_key, ?) FROM participant LIMIT 1`, guess).Scan(&rk)
+		if err == nil || !strings.Contains(err.Error(), "only the node's own") {
+			t.Fatalf("token %d: record key %d, %v", guess, rk, err)
+		}
+	}
+	// The node's own statements still run.
+	e, _ := cat.Get("outcome_by_method")
+	b, _ := e.Bind(period)
+	rec, _, err := x.aggregate(ctx, e, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Release()
+}
