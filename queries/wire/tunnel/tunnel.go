@@ -141,8 +141,9 @@ type Dialer struct {
 	Logger *slog.Logger
 	// OnState, if set, is told when the tunnel opens (true) and when it drops (false).
 	OnState func(connected bool)
-	// MinBackoff and MaxBackoff bound the wait between attempts (200 ms and 30 s when zero);
-	// each wait is drawn between half and all of the current bound.
+	// MinBackoff and MaxBackoff bound the wait between attempts (200 ms and 10 s when zero:
+	// a node is back within seconds of a coordinator restart, and a refusing coordinator sees
+	// one attempt every 5 to 10 seconds); each wait is drawn between half and all of the bound.
 	MinBackoff, MaxBackoff time.Duration
 }
 
@@ -156,7 +157,7 @@ func (d *Dialer) Run(ctx context.Context, l *Listener) error {
 		minB = 200 * time.Millisecond
 	}
 	if maxB <= 0 {
-		maxB = 30 * time.Second
+		maxB = 10 * time.Second
 	}
 	logger := d.Logger
 	if logger == nil {
