@@ -123,6 +123,20 @@ func (e *Entry) GroupingSets() [][]int {
 	return sets
 }
 
+// groupingSetsSQL writes GroupingSets as SQL over the columns d0, d1, …, each set led by the
+// given columns: "(pid, rk, d0, d1)", "(pid, rk, d1)", ….
+func (e *Entry) groupingSetsSQL(lead ...string) []string {
+	var out []string
+	for _, set := range e.GroupingSets() {
+		cols := append([]string(nil), lead...)
+		for _, i := range set {
+			cols = append(cols, fmt.Sprintf("d%d", i))
+		}
+		out = append(out, "("+strings.Join(cols, ", ")+")")
+	}
+	return out
+}
+
 // AggregateSQL is the only statement a node runs for the entry. Without measures it is
 // countSQL's single pass; with measures, two passes over the view whatever the number of
 // grouping sets. The first groups the view's rows by participant within every grouping set at
@@ -154,15 +168,7 @@ func (e *Entry) AggregateSQL() (string, error) {
 	}
 	b.WriteString("\n  FROM v\n),\n")
 	// p: one row per participant and cell of every grouping set; g tells the sets apart.
-	sets := e.GroupingSets()
-	var setList []string
-	for _, set := range sets {
-		cols := []string{"pid", "rk"}
-		for _, i := range set {
-			cols = append(cols, fmt.Sprintf("d%d", i))
-		}
-		setList = append(setList, "("+strings.Join(cols, ", ")+")")
-	}
+	setList := e.groupingSetsSQL("pid", "rk")
 	g := "0"
 	if len(dims) > 0 {
 		g = "GROUPING(" + strings.Join(dims, ", ") + ")"
@@ -223,15 +229,7 @@ func (e *Entry) countSQL() string {
 	b.WriteString("\n  FROM v\n)\n")
 	out = append(out, "CAST(sum(DISTINCT x) >> 104 AS BIGINT) AS "+disclosure.ColN,
 		"CAST(sum(DISTINCT x) % 4294967296 AS BIGINT) AS "+disclosure.ColCellKey)
-	var sets []string
-	for _, set := range e.GroupingSets() {
-		var cols []string
-		for _, i := range set {
-			cols = append(cols, fmt.Sprintf("d%d", i))
-		}
-		sets = append(sets, "("+strings.Join(cols, ", ")+")")
-	}
-	b.WriteString("SELECT " + strings.Join(out, ", ") + "\nFROM c GROUP BY GROUPING SETS (" + strings.Join(sets, ", ") + ")\n")
+	b.WriteString("SELECT " + strings.Join(out, ", ") + "\nFROM c GROUP BY GROUPING SETS (" + strings.Join(e.groupingSetsSQL(), ", ") + ")\n")
 	return b.String()
 }
 
@@ -261,14 +259,7 @@ func (e *Entry) PlainSQL(keys bool) string {
 	for i, m := range e.Measures {
 		sel = append(sel, fmt.Sprintf(`CAST(v."%s" AS DOUBLE) AS m%d`, m.Name, i))
 	}
-	var sets []string
-	for _, set := range e.GroupingSets() {
-		var cols []string
-		for _, i := range set {
-			cols = append(cols, fmt.Sprintf("d%d", i))
-		}
-		sets = append(sets, "("+strings.Join(cols, ", ")+")")
-	}
+	sets := e.groupingSetsSQL()
 	out := append(append([]string{}, dims...), "count(DISTINCT participant_key) AS n")
 	if keys {
 		out = append(out, "list(DISTINCT participant_key) AS keys")

@@ -88,27 +88,14 @@ func (c countingWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// releases runs every catalog query over f and returns the released tables by query.
+// releaseAll runs every catalog query over f and returns the released tables by query.
 func releaseAll(t *testing.T, f *inproc, during func(s *study.Study)) map[string][]byte {
 	t.Helper()
-	ctx := context.Background()
-	s, err := f.coord.Submit(ctx, &study.Request{Title: "Alla frågor", Purpose: "e2e: both node modes", Queries: allQueries(f.coord.Catalog()), OnNodeFailure: study.OnFailureFail}, "evaluator")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.approveAll(t, s)
+	s := f.runAll(t, study.OnFailureFail)
 	if during != nil {
 		during(s)
 	}
-	done := f.wait(t, s.ID)
-	if done.State != study.Released {
-		tr, _ := f.store.Transitions(ctx, s.ID)
-		t.Fatalf("study ended %s: %+v", done.State, tr)
-	}
-	results, err := f.store.Results(ctx, s.ID)
-	if err != nil || len(results) != len(s.Queries) {
-		t.Fatalf("%d results for %d queries: %v", len(results), len(s.Queries), err)
-	}
+	results := f.released(t, s)
 	out := map[string][]byte{}
 	for _, r := range results {
 		var checks coordinator.Checks

@@ -378,15 +378,7 @@ func TestInProcessFederationReleasesProtectedSumsOfTheNodesPerturbedCells(t *tes
 		t.Fatal(err)
 	}
 	f.approveAll(t, s)
-	done := f.wait(t, s.ID)
-	if done.State != study.Released {
-		tr, _ := f.store.Transitions(ctx, s.ID)
-		t.Fatalf("study ended %s: %+v", done.State, tr)
-	}
-	results, err := f.store.Results(ctx, s.ID)
-	if err != nil || len(results) != len(s.Queries) {
-		t.Fatalf("%d results for %d queries: %v", len(results), len(s.Queries), err)
-	}
+	results := f.released(t, s)
 	// The oracle: per referral party (a margin every association fills) the sum of the
 	// nodes' perturbed counts; per association (a cell only that association fills) its own
 	// perturbed count, suppressed where its true count is small.
@@ -795,6 +787,21 @@ func TestANodeKilledMidStudyIsMarkedMissing(t *testing.T) {
 }
 
 // runAll submits a study of every catalog query and approves it for every association.
+// released waits for s, requires it released, and returns its result per query.
+func (f *inproc) released(t testing.TB, s *study.Study) []state.Result {
+	t.Helper()
+	ctx := context.Background()
+	if done := f.wait(t, s.ID); done.State != study.Released {
+		tr, _ := f.store.Transitions(ctx, s.ID)
+		t.Fatalf("study ended %s: %+v", done.State, tr)
+	}
+	results, err := f.store.Results(ctx, s.ID)
+	if err != nil || len(results) != len(s.Queries) {
+		t.Fatalf("%d results for %d queries: %v", len(results), len(s.Queries), err)
+	}
+	return results
+}
+
 func (f *inproc) runAll(t *testing.T, onFailure string) *study.Study {
 	t.Helper()
 	s, err := f.coord.Submit(context.Background(), &study.Request{Title: "all", Purpose: "e2e", Queries: allQueries(f.coord.Catalog()), OnNodeFailure: onFailure}, "eva")
