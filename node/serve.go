@@ -185,6 +185,9 @@ func Serve(ctx context.Context, o Options) error {
 		if err != nil {
 			return err
 		}
+		if err := st.LockConfiguration(ctx); err != nil {
+			return err
+		}
 		sqlSrv.Instrument(o.Registerer)
 		sqlLn, err := sqlsrv.Listen(cfg.SQL.Listen)
 		if err != nil {
@@ -224,6 +227,10 @@ func Serve(ctx context.Context, o Options) error {
 			logger.Info("analysts' Flight SQL serving", "listen", sqlLn.Addr().String())
 			return gs.Serve(sqlLn)
 		}, func(error) { gs.GracefulStop() })
+	}
+	// Settings are in place (the executor's, the SQL service's): nothing may change them now.
+	if err := st.LockConfiguration(ctx); err != nil {
+		return err
 	}
 	g.Add(func() error {
 		hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

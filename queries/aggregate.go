@@ -1,82 +1,35 @@
 package queries
 
 import (
-	"crypto/rand"
-	"crypto/subtle"
-	"database/sql"
-	"database/sql/driver"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/apache/arrow/go/v17/arrow"
-	"github.com/marcboeker/go-duckdb"
 
 	"github.com/samsyn/samsyn/queries/disclosure"
 	"github.com/samsyn/samsyn/queries/wire"
 	"github.com/samsyn/samsyn/schemas"
 )
 
-// RecordKeyFunc is the SQL function through which a node's aggregate gets each
-// participant's record key. Only the node registers it, with its own secret.
-const RecordKeyFunc = "samsyn_record_key"
+// RecordKeyParam names the parameter through which the node's own statements bind its
+// record-key key (disclosure.RecordKeySQLKey): the statement computes each participant's
+// record key with DuckDB's built-in md5_number, natively and in parallel (see
+// disclosure.RecordKey). No function of Samsyn's sits in the store's catalog, so an analyst
+// on the node's SQL service has nothing to call: without the key, which exists in the node's
+// memory only and is bound as a value, never written into SQL text, record keys cannot be
+// computed. The store's configuration is locked before the node serves, so no statement can
+// turn on profiling, which would print bound values.
+const RecordKeyParam = "samsyn_record_key"
 
-// RecordKeyToken names the parameter through which the node's own statements present the
-// capability RecordKeyFunc checks. DuckDB keeps a registered function in the database's
-// catalog, visible to every connection — the analysts' SQL service's included — so the
-// function answers only a statement that carries the token RegisterRecordKey returned: a
-// random 63-bit number that exists in the node's memory only and is bound as a parameter,
-// never written into SQL text. Without it the call fails, and the analyst's statement with it.
-const RecordKeyToken = "samsyn_capability"
+// recordKeyNumber is MD5(key ‖ participant key) as DuckDB's HUGEINT, the digest read
+// little-endian: its low 32 bits are the record key.
+func recordKeyNumber(keyExpr string) string {
+	return "md5_number($" + RecordKeyParam + " || " + keyExpr + ")"
+}
 
-// recordKeyArg is how the generated statements call RecordKeyFunc on a participant key.
+// recordKeyArg is how the generated statements get a participant's record key.
 func recordKeyArg(keyExpr string) string {
-	return RecordKeyFunc + "(" + keyExpr + ", $" + RecordKeyToken + ")"
-}
-
-// ErrRecordKeyRefused is the record-key function's answer to a statement without the token.
-var ErrRecordKeyRefused = errors.New(RecordKeyFunc + " answers only the node's own catalog statements")
-
-// RegisterRecordKey registers RecordKeyFunc on conn for secret and returns the token the
-// node's statements must bind as RecordKeyToken (Bound.WithArg).
-func RegisterRecordKey(conn *sql.Conn, secret []byte) (int64, error) {
-	var b [8]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return 0, err
-	}
-	token := int64(binary.LittleEndian.Uint64(b[:]) >> 1)
-	if err := duckdb.RegisterScalarUDF(conn, RecordKeyFunc, recordKeyUDF{keys: disclosure.NewRecordKeyer(secret), token: token}); err != nil {
-		return 0, err
-	}
-	return token, nil
-}
-
-type recordKeyUDF struct {
-	keys  *disclosure.RecordKeyer
-	token int64
-}
-
-func (u recordKeyUDF) Config() duckdb.ScalarFuncConfig {
-	in, _ := duckdb.NewTypeInfo(duckdb.TYPE_VARCHAR)
-	tok, _ := duckdb.NewTypeInfo(duckdb.TYPE_BIGINT)
-	out, _ := duckdb.NewTypeInfo(duckdb.TYPE_BIGINT)
-	return duckdb.ScalarFuncConfig{InputTypeInfos: []duckdb.TypeInfo{in, tok}, ResultTypeInfo: out}
-}
-
-func (u recordKeyUDF) Executor() duckdb.ScalarFuncExecutor {
-	want := make([]byte, 8)
-	binary.LittleEndian.PutUint64(want, uint64(u.token))
-	return duckdb.ScalarFuncExecutor{RowExecutor: func(v []driver.Value) (any, error) {
-		tok, _ := v[1].(int64)
-		got := make([]byte, 8)
-		binary.LittleEndian.PutUint64(got, uint64(tok))
-		if subtle.ConstantTimeCompare(got, want) != 1 {
-			return nil, ErrRecordKeyRefused
-		}
-		key, _ := v[0].(string)
-		return int64(u.keys.Key(key)), nil
-	}}
+	return "CAST(" + recordKeyNumber(keyExpr) + " & 4294967295 AS BIGINT)"
 }
 
 func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
@@ -205,22 +158,22 @@ func (e *Entry) AggregateSQL() (string, error) {
 // shape (GROUP BY GROUPING SETS over the view with one DISTINCT aggregate), so it costs
 // little more than count(DISTINCT participant_key) would. Each row of the view becomes
 //
-//	x = 2^104 + (h << 32) + rk
+//	x = 2^104 + (r mod 2^82)
 //
-// with rk the participant's record key and h 50 bits of DuckDB's hash of the participant key;
-// the rows of one participant in a cell share x, so sum(DISTINCT x) over a cell is
-// n·2^104 + 2^32·Σh + Σrk: n is its bits from 104 up and the cell key (Σrk modulo 2^32) its
-// low 32 bits. Exact while a cell holds fewer than 2^22 (4 million) participants; two
-// participants merge only if both their 50 hash bits and their 32 record-key bits coincide
-// (about 10^-13 for a million participants). One DISTINCT aggregate, not two, because
+// with r the participant's record-key number (recordKeyNumber), whose low 32 bits are the
+// record key rk and the next 50 bits h tell participants apart; the rows of one participant
+// in a cell share x, so sum(DISTINCT x) over a cell is n·2^104 + 2^32·Σh + Σrk: n is its bits
+// from 104 up and the cell key (Σrk modulo 2^32) its low 32 bits. Exact while a cell holds
+// fewer than 2^22 (4 million) participants; two participants merge only if all 82 bits
+// coincide (about 10^-13 for a million participants). One MD5 per row gives both parts. One DISTINCT aggregate, not two, because
 // DuckDB keeps a table per distinct aggregate: two of them over three dimensions need more
 // than 256 MB at a million participants.
 func (e *Entry) countSQL() string {
 	var b strings.Builder
 	b.WriteString("WITH v AS (\n")
 	b.WriteString(NormalizeView(e.View))
-	b.WriteString("\n),\nc AS (\n  SELECT (CAST(1 AS HUGEINT) << 104) + (CAST(hash(CAST(v.participant_key AS VARCHAR)) >> 14 AS HUGEINT) << 32) + " +
-		recordKeyArg("CAST(v.participant_key AS VARCHAR)") + " AS x")
+	b.WriteString("\n),\nc AS (\n  SELECT (CAST(1 AS HUGEINT) << 104) + (" +
+		recordKeyNumber("CAST(v.participant_key AS VARCHAR)") + " & ((CAST(1 AS HUGEINT) << 82) - 1)) AS x")
 	var out []string
 	for i, d := range e.Dimensions {
 		fmt.Fprintf(&b, ",\n    %s AS d%d", d.dimExpr(), i)

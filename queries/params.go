@@ -124,7 +124,7 @@ type Bound struct {
 // Args are the typed values as named SQL arguments.
 func (b Bound) Args() []any { return b.args }
 
-// WithArg returns b with one more named argument, such as the node's RecordKeyToken; b's
+// WithArg returns b with one more named argument, such as the node's RecordKeyParam; b's
 // text (what is audited and cached by) is unchanged.
 func (b Bound) WithArg(name string, v any) Bound {
 	b.args = append(append([]any(nil), b.args...), sql.Named(name, v))

@@ -13,6 +13,7 @@ import (
 
 	"github.com/marcboeker/go-duckdb"
 
+	"github.com/samsyn/samsyn/queries/disclosure"
 	"github.com/samsyn/samsyn/schemas"
 )
 
@@ -197,7 +198,7 @@ func (e *Entry) checkAgainstSchema() error {
 	if err != nil {
 		return e.fail("params", "%v", err)
 	}
-	withKey := bound.WithArg(RecordKeyToken, validationToken) // for the generated statements
+	withKey := bound.WithArg(RecordKeyParam, disclosure.RecordKeySQLKey(make([]byte, 32))) // for the generated statements
 	ctx := context.Background()
 	rows, err := db.QueryContext(ctx, "SELECT * FROM ("+NormalizeView(e.View)+"\n) LIMIT 0", bound.Args()...)
 	if err != nil {
@@ -275,11 +276,10 @@ var (
 	validationDB     *sql.DB
 	validationDBErr  error
 	validationDBOnce sync.Once
-	validationToken  int64 // the stand-in record-key function's token
 )
 
 // emptySchemaDB is an in-memory database with the schema's tables, no rows, no access to
-// files, and a stand-in record-key function.
+// files. The generated statements bind a stand-in record-key key.
 func emptySchemaDB() (*sql.DB, error) {
 	validationDBOnce.Do(func() {
 		connector, err := duckdb.NewConnector("", func(ex driver.ExecerContext) error {
@@ -302,10 +302,6 @@ func emptySchemaDB() (*sql.DB, error) {
 			return
 		}
 		defer conn.Close()
-		if validationToken, err = RegisterRecordKey(conn, make([]byte, 32)); err != nil {
-			validationDBErr = err
-			return
-		}
 		for _, t := range schemas.V1().Tables {
 			if _, err := conn.ExecContext(context.Background(), t.DDL()); err != nil {
 				validationDBErr = err

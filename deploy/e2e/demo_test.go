@@ -760,13 +760,20 @@ func cliSQL(t *testing.T, bin, dir string) {
 	if out, err := exec.Command(bin, "sql", "--config", cfg, "-c", "DELETE FROM participant").CombinedOutput(); err == nil || !strings.Contains(string(out), "read-only") {
 		t.Fatalf("a write through samsyn sql: %v\n%s", err, out)
 	}
-	// The record-key function is in the store's catalog, but answers only the node's own
-	// statements: an analyst cannot compute record keys, with or without a guessed token.
-	for _, q := range []string{"SELECT samsyn_record_key(participant_key, 0) FROM participant LIMIT 1",
-		"SELECT samsyn_record_key(participant_key, 4611686018427387904) FROM participant LIMIT 1"} {
-		if out, err := exec.Command(bin, "sql", "--config", cfg, "-c", q).CombinedOutput(); err == nil || !strings.Contains(string(out), "only the node's own") {
-			t.Fatalf("an analyst computed record keys: %v\n%s", err, out)
+	// The serving node's configuration is locked: an analyst can neither lift its memory limit
+	// nor turn on profiling (which would print the node's statements with their bound values,
+	// the record-key key among them), for the whole database or their own connection.
+	for _, q := range []string{"SET GLOBAL memory_limit = '100GB'", "SET GLOBAL enable_profiling = 'json'",
+		"SET enable_profiling = 'query_tree'", "SET GLOBAL enable_external_access = true"} {
+		if out, err := exec.Command(bin, "sql", "--config", cfg, "-c", q).CombinedOutput(); err == nil || !strings.Contains(string(out), "configuration has been locked") {
+			t.Fatalf("an analyst changed the store's configuration with %q: %v\n%s", q, err, out)
 		}
+	}
+	// And no function of Samsyn's is in the catalog: record keys are computed inside the node's
+	// own statements from a key only they bind.
+	if out, err := exec.Command(bin, "sql", "--config", cfg, "--format", "csv", "-c",
+		"SELECT count(*) AS n FROM duckdb_functions() WHERE function_name ILIKE '%samsyn%'").CombinedOutput(); err != nil || string(out) != "n\n0\n" {
+		t.Fatalf("Samsyn's functions in the store's catalog: %v\n%s", err, out)
 	}
 	if out, err := exec.Command(bin, "sql", "--config", cfg, "--token", "wrong-token-0123456789", "-c", "SELECT 1").CombinedOutput(); err == nil || !strings.Contains(string(out), "Unauthenticated") {
 		t.Fatalf("a wrong token: %v\n%s", err, out)

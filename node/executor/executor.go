@@ -52,9 +52,9 @@ type Executor struct {
 	stmtMu sync.Mutex
 	stmts  map[*sql.Conn]map[string]*sql.Stmt
 
-	// rkToken is the capability the record-key function asks of every statement
-	// (queries.RecordKeyToken): the node's statements bind it, the analysts' cannot.
-	rkToken int64
+	// rkKey is the record-key key every statement binds (queries.RecordKeyParam), derived
+	// from the node secret and held only here.
+	rkKey string
 }
 
 // ErrTimeout is returned when a query runs past its deadline.
@@ -86,7 +86,7 @@ func New(ctx context.Context, st *store.Store, opts Options) (*Executor, error) 
 	if opts.Registerer == nil {
 		opts.Registerer = prometheus.NewRegistry()
 	}
-	x := &Executor{opts: opts, store: st, conns: make(chan *sql.Conn, opts.Conns), logger: opts.Logger.With("component", "executor"),
+	x := &Executor{opts: opts, store: st, rkKey: disclosure.RecordKeySQLKey(opts.Secret), conns: make(chan *sql.Conn, opts.Conns), logger: opts.Logger.With("component", "executor"),
 		cache: newReleaseCache(opts.CacheSize), contrib: newContributionCache(opts.CacheSize), stmts: map[*sql.Conn]map[string]*sql.Stmt{}}
 	x.seconds = promauto.With(opts.Registerer).NewHistogramVec(prometheus.HistogramOpts{
 		Name: "samsyn_node_query_duration_seconds", Help: "Time to run and protect a catalog query, by result.",
@@ -108,14 +108,6 @@ func New(ctx context.Context, st *store.Store, opts Options) (*Executor, error) 
 		if err != nil {
 			x.Close()
 			return nil, fmt.Errorf("executor: open connection: %w", err)
-		}
-		// The function lands in the database's catalog, visible to every connection.
-		if i == 0 {
-			if x.rkToken, err = queries.RegisterRecordKey(c, opts.Secret); err != nil {
-				c.Close()
-				x.Close()
-				return nil, fmt.Errorf("executor: register record keys: %w", err)
-			}
 		}
 		x.conns <- c
 	}
@@ -248,7 +240,7 @@ func (x *Executor) aggregate(ctx context.Context, e *queries.Entry, b queries.Bo
 		}
 		return nil, "", fmt.Errorf("prepare %s: %w", e.ID, err)
 	}
-	rows, err := stmt.QueryContext(ctx, b.WithArg(queries.RecordKeyToken, x.rkToken).Args()...)
+	rows, err := stmt.QueryContext(ctx, b.WithArg(queries.RecordKeyParam, x.rkKey).Args()...)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, "", fmt.Errorf("%s: %w after %s", e.ID, ErrTimeout, x.opts.Timeout)

@@ -29,8 +29,17 @@ var Settings = []string{
 // OpenDB opens a DuckDB database (path "" for in-memory) with Settings and extra statements
 // run on every new connection.
 func OpenDB(path string, extra ...string) (*sql.DB, error) {
+	return openDB(path, new(atomic.Bool), extra...)
+}
+
+// openDB is OpenDB whose connections skip the statements once locked is set: the settings
+// are the database's own by then, and a locked configuration refuses every SET.
+func openDB(path string, locked *atomic.Bool, extra ...string) (*sql.DB, error) {
 	init := append(append([]string{}, Settings...), extra...)
 	connector, err := duckdb.NewConnector(path, func(execer driver.ExecerContext) error {
+		if locked.Load() {
+			return nil
+		}
 		for _, stmt := range init {
 			if _, err := execer.ExecContext(context.Background(), stmt, nil); err != nil {
 				return fmt.Errorf("%s: %w", stmt, err)
@@ -52,8 +61,9 @@ const HandOverView = "samsyn_incoming_view"
 
 // Store is an open node store.
 type Store struct {
-	db   *sql.DB
-	path string
+	db     *sql.DB
+	path   string
+	locked *atomic.Bool // set by LockConfiguration
 	// snap is the data snapshot id, read once and then set by each import that commits
 	// (Committed): queries and the release cache need it on every call.
 	snap atomic.Pointer[string]
@@ -66,7 +76,8 @@ func Open(ctx context.Context, path string) (*Store, error) {
 			return nil, fmt.Errorf("create store folder: %w", err)
 		}
 	}
-	db, err := OpenDB(path)
+	locked := new(atomic.Bool)
+	db, err := openDB(path, locked)
 	if err != nil {
 		if strings.Contains(err.Error(), "Could not set lock") {
 			return nil, fmt.Errorf("open store %s: %w", path, ErrLocked)
@@ -89,7 +100,24 @@ func Open(ctx context.Context, path string) (*Store, error) {
 			return nil, errors.Join(fmt.Errorf("open store %s: %w", path, err), db.Close())
 		}
 	}
-	return &Store{db: db, path: path}, nil
+	return &Store{db: db, path: path, locked: locked}, nil
+}
+
+// LockConfiguration freezes the store's DuckDB settings (memory limit, file access, profiling,
+// extensions) for as long as it is open: no statement on any connection can change one after
+// this, the analysts' included. Without it an analyst's SET GLOBAL could lift the memory limit
+// or turn on profiling, which prints every statement's plan with its bound values (the
+// record-key key among them) to the node's output. The node calls it once its own settings
+// are in place, before it serves; a second call does nothing.
+func (s *Store) LockConfiguration(ctx context.Context) error {
+	if s.locked.Load() {
+		return nil
+	}
+	if _, err := s.db.ExecContext(ctx, "SET lock_configuration = true"); err != nil {
+		return fmt.Errorf("lock the store's configuration: %w", err)
+	}
+	s.locked.Store(true)
+	return nil
 }
 
 // Close closes the store.

@@ -2,16 +2,16 @@ package disclosure
 
 import (
 	"crypto/hmac"
+	"crypto/md5"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"math"
 	"slices"
 	"strings"
-	"sync"
 
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
@@ -46,38 +46,48 @@ const MaxCells = 200_000
 
 // RecordKey derives a participant's record key from the node secret: uniform on 0..2^32-1,
 // stable for as long as the secret and the participant key are, and useless without the secret.
+//
+// It is the low 32 bits of MD5(k ‖ participant key), read little-endian, where k is
+// RecordKeySQLKey(secret): exactly what DuckDB's built-in md5_number computes inside the node's
+// statement, natively and in parallel, so no Go function is called per row and none sits in
+// the store's catalog for an analyst to call. Why MD5 is sound here: k fills the first 64-byte
+// block, so the first compression yields a secret chaining value, and participant keys all have
+// one length (a prefix-free set), which makes the construction the keyed cascade — a
+// pseudorandom function as long as MD5's compression function is one with a secret chaining
+// value. MD5's known breaks are collisions under a public starting value, which an attacker
+// would have to both choose inputs for and see outputs of; here they can do neither.
 func RecordKey(secret []byte, participantKey string) uint32 {
-	m := hmac.New(sha256.New, secret)
-	m.Write([]byte("samsyn/record-key/v1\x00"))
-	m.Write([]byte(participantKey))
-	return binary.BigEndian.Uint32(m.Sum(nil))
+	return recordKey(RecordKeySQLKey(secret), participantKey)
 }
 
-// RecordKeyer computes RecordKey with the HMAC keyed once and reused (hmac's Reset returns to
-// the keyed state), for the millions of participants of a large node. Safe for concurrent use.
-type RecordKeyer struct{ pool sync.Pool }
+// RecordKeySQLKey is the record-key key the node's statements bind as a parameter: 64
+// hexadecimal characters (one MD5 block, 256 bits of HMAC-SHA-256 output) derived from the
+// node secret. It is held in the node's memory only, never written into SQL text or a log.
+func RecordKeySQLKey(secret []byte) string {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("samsyn/record-key/v2"))
+	return hex.EncodeToString(m.Sum(nil))
+}
 
-var recordKeyPrefix = []byte("samsyn/record-key/v1\x00")
+func recordKey(k, participantKey string) uint32 {
+	h := md5.New()
+	io.WriteString(h, k)
+	io.WriteString(h, participantKey)
+	var buf [md5.Size]byte
+	return binary.LittleEndian.Uint32(h.Sum(buf[:0]))
+}
+
+// RecordKeyer computes RecordKey with the key derived once, for the millions of participants
+// of a large node. Safe for concurrent use.
+type RecordKeyer struct{ k string }
 
 // NewRecordKeyer returns a RecordKeyer for the node secret.
 func NewRecordKeyer(secret []byte) *RecordKeyer {
-	s := append([]byte(nil), secret...)
-	k := &RecordKeyer{}
-	k.pool.New = func() any { return hmac.New(sha256.New, s) }
-	return k
+	return &RecordKeyer{k: RecordKeySQLKey(secret)}
 }
 
 // Key is RecordKey(secret, participantKey).
-func (k *RecordKeyer) Key(participantKey string) uint32 {
-	m := k.pool.Get().(hash.Hash)
-	m.Reset()
-	m.Write(recordKeyPrefix)
-	io.WriteString(m, participantKey)
-	var buf [sha256.Size]byte
-	sum := m.Sum(buf[:0])
-	k.pool.Put(m)
-	return binary.BigEndian.Uint32(sum)
-}
+func (k *RecordKeyer) Key(participantKey string) uint32 { return recordKey(k.k, participantKey) }
 
 // CellKey combines record keys: their sum modulo 2^32.
 func CellKey(recordKeys ...uint32) uint32 {
