@@ -1,6 +1,7 @@
 package queries
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -11,20 +12,36 @@ import (
 	"github.com/samsyn/samsyn/schemas"
 )
 
-// RecordKeyParam names the parameter through which the node's own statements bind its
-// record-key key (disclosure.RecordKeySQLKey): the statement computes each participant's
-// record key with DuckDB's built-in md5_number, natively and in parallel (see
-// disclosure.RecordKey). No function of Samsyn's sits in the store's catalog, so an analyst
-// on the node's SQL service has nothing to call: without the key, which exists in the node's
-// memory only and is bound as a value, never written into SQL text, record keys cannot be
-// computed. The store's configuration is locked before the node serves, so no statement can
-// turn on profiling, which would print bound values.
-const RecordKeyParam = "samsyn_record_key"
+// RecordKeyMacro is the connection's own macro that yields the node's record-key key
+// (disclosure.RecordKeySQLKey): the node's statements compute each participant's record key
+// with DuckDB's built-in md5_number, natively and in parallel (see disclosure.RecordKey). The
+// node creates the macro as a TEMP macro on each of its own connections (RecordKeyMacroSQL),
+// and DuckDB keeps temporary objects per connection: another connection, such as the analysts'
+// SQL service's, sees no such function, and no function of Samsyn's sits in the store's shared
+// catalog. The key exists in the node's memory and in its connections' temporary catalogs
+// only; it is never written into a statement's text or a log. The store's configuration is
+// locked before the node serves, so no statement can turn on profiling, which prints plans.
+const RecordKeyMacro = "samsyn_record_key_key"
+
+// RecordKeyMacroSQL is the statement that defines RecordKeyMacro for key on one connection:
+// temporary unless persistent (a private database, such as validation's).
+func RecordKeyMacroSQL(key string, persistent bool) (string, error) {
+	for _, c := range key {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return "", errors.New("the record-key key must be lower-case hexadecimal")
+		}
+	}
+	kind := "TEMP MACRO"
+	if persistent {
+		kind = "MACRO"
+	}
+	return "CREATE OR REPLACE " + kind + " " + RecordKeyMacro + "() AS '" + key + "'", nil
+}
 
 // recordKeyNumber is MD5(key ‖ participant key) as DuckDB's HUGEINT, the digest read
 // little-endian: its low 32 bits are the record key.
 func recordKeyNumber(keyExpr string) string {
-	return "md5_number($" + RecordKeyParam + " || " + keyExpr + ")"
+	return "md5_number(" + RecordKeyMacro + "() || " + keyExpr + ")"
 }
 
 // recordKeyArg is how the generated statements get a participant's record key.

@@ -199,3 +199,44 @@ func TestPeriodsComeFromTheFixedGrid(t *testing.T) {
 		}
 	}
 }
+
+// Inline writes the checked values as literals of the types Bind gives them, quotes codes,
+// and refuses a statement naming a parameter that is not bound. (That the inlined statements
+// give the very cells the bound ones give is TestTheNodesAggregateAgreesWithAPlainOneAndGoRecordKeys.)
+func TestInlineWritesCheckedValuesAsLiterals(t *testing.T) {
+	c, err := LoadDir("catalog")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _ := c.Get("exits_by_municipality")
+	b, err := e.Bind(map[string]string{"from": "2021-01-01", "to": "2021-12-31"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := b.Inline("SELECT $from, $to, $from")
+	if want := "SELECT TIMESTAMP '2021-01-01 00:00:00', TIMESTAMP '2021-12-31 00:00:00', TIMESTAMP '2021-01-01 00:00:00'"; err != nil || got != want {
+		t.Fatalf("Inline: %q, %v; want %q", got, err, want)
+	}
+	if _, err := b.Inline("SELECT $from, $gender"); err == nil || !strings.Contains(err.Error(), "$gender") {
+		t.Fatalf("an unbound parameter: %v", err)
+	}
+	for _, id := range c.IDs() {
+		e := c.Entries[id]
+		for name, p := range e.Params {
+			if strings.HasPrefix(p.Domain, DomainCodePrefix) {
+				args := map[string]string{}
+				for n, q := range e.Params {
+					args[n] = q.sample()
+				}
+				b, err := e.Bind(args)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := b.Inline("$" + name)
+				if err != nil || got != "'"+strings.ReplaceAll(args[name], "'", "''")+"'" {
+					t.Fatalf("%s %s: %q, %v", id, name, got, err)
+				}
+			}
+		}
+	}
+}

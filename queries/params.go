@@ -124,13 +124,6 @@ type Bound struct {
 // Args are the typed values as named SQL arguments.
 func (b Bound) Args() []any { return b.args }
 
-// WithArg returns b with one more named argument, such as the node's RecordKeyParam; b's
-// text (what is audited and cached by) is unchanged.
-func (b Bound) WithArg(name string, v any) Bound {
-	b.args = append(append([]any(nil), b.args...), sql.Named(name, v))
-	return b
-}
-
 // Bind checks values against the entry's parameters: every parameter must be given, in its
 // domain, and nothing else may be given. A quarter_start parameter may not come after a
 // quarter_end one.
@@ -202,6 +195,44 @@ func OnGrid(from, to time.Time) bool {
 	}
 	qEnd := time.Date(from.Year(), from.Month()+3, 1, 0, 0, 0, 0, time.UTC).AddDate(0, 0, -1)
 	return t == qEnd.Format("2006-01-02") && (from.Month()-1)%3 == 0 && from.Day() == 1
+}
+
+// Inline writes each of q's named parameters ($from) as a SQL literal of its checked, typed
+// value: a timestamp, a BIGINT or a quoted code (every value has passed its domain in Bind,
+// so no free text reaches SQL). DuckDB plans a statement with parameters again on every
+// execution and cannot use its constants in planning: with literals, a statement prepared
+// once per entry and values runs in about two thirds of the time at a small node. A $name
+// that is not bound is an error.
+func (b Bound) Inline(q string) (string, error) {
+	lits := map[string]string{}
+	for _, a := range b.args {
+		n, ok := a.(sql.NamedArg)
+		if !ok {
+			continue
+		}
+		switch v := n.Value.(type) {
+		case time.Time:
+			lits[n.Name] = "TIMESTAMP '" + v.UTC().Format("2006-01-02 15:04:05") + "'"
+		case int:
+			lits[n.Name] = "CAST(" + strconv.Itoa(v) + " AS BIGINT)"
+		case string:
+			lits[n.Name] = quoteLit(v)
+		default:
+			return "", fmt.Errorf("parameter %s: no literal form for %T", n.Name, v)
+		}
+	}
+	var missing []string
+	out := paramRef.ReplaceAllStringFunc(q, func(m string) string {
+		if l, ok := lits[m[1:]]; ok {
+			return l
+		}
+		missing = append(missing, m)
+		return m
+	})
+	if len(missing) > 0 {
+		return "", fmt.Errorf("parameters not bound: %s", strings.Join(missing, ", "))
+	}
+	return out, nil
 }
 
 // Positional rewrites q's named parameters ($from) to positional ones ($1) and returns the

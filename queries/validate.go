@@ -198,7 +198,6 @@ func (e *Entry) checkAgainstSchema() error {
 	if err != nil {
 		return e.fail("params", "%v", err)
 	}
-	withKey := bound.WithArg(RecordKeyParam, disclosure.RecordKeySQLKey(make([]byte, 32))) // for the generated statements
 	ctx := context.Background()
 	rows, err := db.QueryContext(ctx, "SELECT * FROM ("+NormalizeView(e.View)+"\n) LIMIT 0", bound.Args()...)
 	if err != nil {
@@ -227,7 +226,7 @@ func (e *Entry) checkAgainstSchema() error {
 		if err != nil {
 			return e.fail("view", "%v", err)
 		}
-		if _, err := db.ExecContext(ctx, q, withKey.Args()...); err != nil {
+		if _, err := db.ExecContext(ctx, q, bound.Args()...); err != nil {
 			return e.fail("view", "the node's analysis statement does not run: %s", firstLine(err))
 		}
 		return nil
@@ -258,7 +257,11 @@ func (e *Entry) checkAgainstSchema() error {
 	if err != nil {
 		return e.fail("view", "%v", err)
 	}
-	if _, err := db.ExecContext(ctx, agg, withKey.Args()...); err != nil {
+	// As the node runs it: with the parameters' values written in (Bound.Inline).
+	if agg, err = bound.Inline(agg); err != nil {
+		return e.fail("view", "%v", err)
+	}
+	if _, err := db.ExecContext(ctx, agg); err != nil {
 		return e.fail("view", "the node's aggregate does not run: %s", firstLine(err))
 	}
 	return nil
@@ -279,7 +282,7 @@ var (
 )
 
 // emptySchemaDB is an in-memory database with the schema's tables, no rows, no access to
-// files. The generated statements bind a stand-in record-key key.
+// files, and a stand-in record-key key (RecordKeyMacro).
 func emptySchemaDB() (*sql.DB, error) {
 	validationDBOnce.Do(func() {
 		connector, err := duckdb.NewConnector("", func(ex driver.ExecerContext) error {
@@ -302,6 +305,15 @@ func emptySchemaDB() (*sql.DB, error) {
 			return
 		}
 		defer conn.Close()
+		macro, err := RecordKeyMacroSQL(disclosure.RecordKeySQLKey(make([]byte, 32)), true)
+		if err != nil {
+			validationDBErr = err
+			return
+		}
+		if _, err := conn.ExecContext(context.Background(), macro); err != nil {
+			validationDBErr = err
+			return
+		}
 		for _, t := range schemas.V1().Tables {
 			if _, err := conn.ExecContext(context.Background(), t.DDL()); err != nil {
 				validationDBErr = err

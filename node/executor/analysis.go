@@ -72,7 +72,7 @@ func (x *Executor) runPlugin(ctx context.Context, e *queries.Entry, req *analysi
 		if err != nil {
 			return err
 		}
-		pq, args := b.WithArg(queries.RecordKeyParam, x.rkKey).Positional(q)
+		pq, args := b.Positional(q)
 		rd, err = ar.QueryContext(ctx, pq, args...)
 		return err
 	})

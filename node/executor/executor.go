@@ -47,13 +47,14 @@ type Executor struct {
 	cache   *releaseCache
 	contrib *contributionCache
 
-	// stmts holds each connection's prepared aggregate per catalog entry: planning is a third
-	// of a small node's query time, and the statements never change while the node runs.
+	// stmts holds each connection's prepared aggregates by statement (an entry with its
+	// parameters' values written in, Bound.Inline), at most maxStmtsPerConn of them: planning
+	// is a third of a small node's query time, and dashboards ask the same few again and again.
 	stmtMu sync.Mutex
 	stmts  map[*sql.Conn]map[string]*sql.Stmt
 
-	// rkKey is the record-key key every statement binds (queries.RecordKeyParam), derived
-	// from the node secret and held only here.
+	// rkKey is the record-key key, derived from the node secret, held here and in each
+	// connection's own temporary macro (queries.RecordKeyMacro) only.
 	rkKey string
 }
 
@@ -108,6 +109,16 @@ func New(ctx context.Context, st *store.Store, opts Options) (*Executor, error) 
 		if err != nil {
 			x.Close()
 			return nil, fmt.Errorf("executor: open connection: %w", err)
+		}
+		// The macro is this connection's alone: DuckDB keeps temporary objects per connection.
+		macro, err := queries.RecordKeyMacroSQL(x.rkKey, false)
+		if err == nil {
+			_, err = c.ExecContext(ctx, macro)
+		}
+		if err != nil {
+			c.Close()
+			x.Close()
+			return nil, errors.New("executor: the record-key macro could not be defined") // DuckDB's message might quote the statement
 		}
 		x.conns <- c
 	}
@@ -233,14 +244,17 @@ func (x *Executor) aggregate(ctx context.Context, e *queries.Entry, b queries.Bo
 	defer release()
 	ctx, cancel := context.WithTimeout(ctx, x.opts.Timeout)
 	defer cancel()
-	stmt, err := x.prepared(ctx, conn, e.Hash(), q)
+	if q, err = b.Inline(q); err != nil {
+		return nil, "", fmt.Errorf("%s: %w", e.ID, err)
+	}
+	stmt, err := x.prepared(ctx, conn, q)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, "", fmt.Errorf("%s: %w after %s", e.ID, ErrTimeout, x.opts.Timeout)
 		}
 		return nil, "", fmt.Errorf("prepare %s: %w", e.ID, err)
 	}
-	rows, err := stmt.QueryContext(ctx, b.WithArg(queries.RecordKeyParam, x.rkKey).Args()...)
+	rows, err := stmt.QueryContext(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, "", fmt.Errorf("%s: %w after %s", e.ID, ErrTimeout, x.opts.Timeout)
@@ -264,10 +278,14 @@ func (x *Executor) aggregate(ctx context.Context, e *queries.Entry, b queries.Bo
 	return rec, snap, nil
 }
 
-// prepared returns conn's prepared statement for the entry with hash, preparing q once.
-func (x *Executor) prepared(ctx context.Context, conn *sql.Conn, hash, q string) (*sql.Stmt, error) {
+// maxStmtsPerConn bounds each connection's prepared statements: a node serving the whole
+// catalog over a few periods stays within it, and past it the oldest set is let go.
+const maxStmtsPerConn = 128
+
+// prepared returns conn's prepared statement for q, preparing it once.
+func (x *Executor) prepared(ctx context.Context, conn *sql.Conn, q string) (*sql.Stmt, error) {
 	x.stmtMu.Lock()
-	st, ok := x.stmts[conn][hash]
+	st, ok := x.stmts[conn][q]
 	x.stmtMu.Unlock()
 	if ok {
 		return st, nil
@@ -278,10 +296,16 @@ func (x *Executor) prepared(ctx context.Context, conn *sql.Conn, hash, q string)
 	}
 	x.stmtMu.Lock()
 	defer x.stmtMu.Unlock()
+	if len(x.stmts[conn]) >= maxStmtsPerConn {
+		for _, old := range x.stmts[conn] {
+			old.Close() // the connection is ours until release: none of them is running
+		}
+		x.stmts[conn] = nil
+	}
 	if x.stmts[conn] == nil {
 		x.stmts[conn] = map[string]*sql.Stmt{}
 	}
-	x.stmts[conn][hash] = st
+	x.stmts[conn][q] = st
 	return st, nil
 }
 

@@ -273,9 +273,10 @@ func TestTheAggregateAgreesWithHandWrittenSQL(t *testing.T) {
 	}
 }
 
-// Record keys are computed inside the node's statements from a key they bind: the store's
-// catalog, which every connection sees (the analysts' SQL service's included), holds no
-// function of Samsyn's that could compute them, before or after the node has run its queries.
+// Record keys are computed inside the node's statements from a key in each of the node's
+// connections' temporary macros: the store's catalog, which every connection sees (the
+// analysts' SQL service's included), holds no function of Samsyn's that could compute them,
+// before or after the node has run its queries, and another connection cannot call the macro.
 func TestTheStoreHoldsNoRecordKeyFunction(t *testing.T) {
 	x, cat, _ := newExecutor(t, 300)
 	ctx := context.Background()
@@ -304,6 +305,10 @@ func TestTheStoreHoldsNoRecordKeyFunction(t *testing.T) {
 	rows.Close()
 	if len(names) > 0 {
 		t.Fatalf("functions in the store's catalog: %v", names)
+	}
+	var key string
+	if err := conn.QueryRowContext(ctx, "SELECT "+queries.RecordKeyMacro+"()").Scan(&key); err == nil || !strings.Contains(err.Error(), "does not exist") {
+		t.Fatalf("another connection reads the record-key key: %q, %v", key, err)
 	}
 	if strings.Contains(x.rkKey, string(x.opts.Secret)) || len(x.rkKey) != 64 {
 		t.Fatalf("the record-key key is not a 64-character derivation of the secret")
