@@ -96,7 +96,7 @@ func Serve(ctx context.Context, o Options) error {
 		}
 	}
 	x, err := executor.New(ctx, st, executor.Options{
-		Association: cfg.Association, Secret: o.Secret, Policy: cfg.EffectivePolicy(), Conns: cfg.Query.MaxConcurrent, CacheSize: cfg.Query.Cache,
+		Association: cfg.Association, Secret: o.Secret, Policy: cfg.EffectivePolicy(), Conns: cfg.Query.MaxConcurrent, CacheSize: cfg.Query.Cache, Threads: cfg.Query.Threads,
 		Timeout: cfg.Query.Timeout, MemoryLimit: cfg.Query.MemoryLimit, Logger: logger, Registerer: o.Registerer, Allocator: o.Allocator,
 		Plugins: executor.Plugins{Dir: cfg.PluginDir(), Timeout: cfg.Plugins.Timeout, MemoryLimit: uint64(cfg.Plugins.MemoryLimitMB) << 20},
 	})

@@ -80,7 +80,7 @@ through its local SQL service (as imports do), and is recorded in its audit log.
 			}
 			defer st.Close()
 			x, err := executor.New(cmd.Context(), st, executor.Options{Association: cfg.Association, Secret: secret,
-				Policy: cfg.EffectivePolicy(), Timeout: cfg.Query.Timeout, Registerer: prometheus.NewRegistry(),
+				Policy: cfg.EffectivePolicy(), Timeout: cfg.Query.Timeout, Threads: cfg.Query.Threads, Registerer: prometheus.NewRegistry(),
 				Plugins: executor.Plugins{Dir: cfg.PluginDir(), Timeout: cfg.Plugins.Timeout, MemoryLimit: uint64(cfg.Plugins.MemoryLimitMB) << 20}})
 			if err != nil {
 				return err

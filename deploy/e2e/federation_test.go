@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -185,8 +186,13 @@ func startFederation(t testing.TB, o inprocOptions) *inproc {
 			f.tunnels[assoc] = p
 			listen, dial = "", ", dial: "+p.addr
 		}
+		// Eight nodes share this machine's cores: each DuckDB gets its share, as an operator
+		// running them side by side would set (query.threads).
+		threads := max(1, runtime.NumCPU()/len(associations))
 		if o.noCache {
-			listen += "query: {cache: 0}\n"
+			listen += fmt.Sprintf("query: {cache: 0, threads: %d}\n", threads)
+		} else {
+			listen += fmt.Sprintf("query: {threads: %d}\n", threads)
 		}
 		os.WriteFile(cfgPath, []byte(fmt.Sprintf("association: %s\n%stls: {ca: %s, cert: %s, key: %s}\ncoordinator: {identity: %s, ticket_keys: [x]%s}\ncatalog: {dir: %s, authority_key: x}\nassociation_key: x\nallowed_queries: [\"*\"]\nplugins: {dir: %s}\n%s",
 			assoc, listen, caFile, nf.Cert, nf.Key, mtls.CoordinatorIdentity("region"), dial, catDir, plugins, peers.String())), 0o644)

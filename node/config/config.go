@@ -188,6 +188,9 @@ type Query struct {
 	// Cache keeps this many recent protected tables: a repeated query on unchanged data is
 	// answered without running it (the release is identical by construction). 0 disables it.
 	Cache int `yaml:"cache"`
+	// Threads is DuckDB's worker threads for the node's queries; 0 (the default) uses every
+	// core. Where nodes share a machine, give each its share: the demo runs eight on one.
+	Threads int `yaml:"threads"`
 }
 
 // Plugins configures the analysis plugins.
@@ -353,6 +356,8 @@ func (c *Config) Validate(lines map[string]int) error {
 		return fail("query", fmt.Sprintf("cache %d: expected 0 to 100000", c.Query.Cache))
 	case c.Query.MaxConcurrent < 1 || c.Query.MaxConcurrent > 64:
 		return fail("query", fmt.Sprintf("max_concurrent %d: expected 1 to 64", c.Query.MaxConcurrent))
+	case c.Query.Threads < 0 || c.Query.Threads > 256:
+		return fail("query", fmt.Sprintf("threads %d: expected 0 (every core) to 256", c.Query.Threads))
 	}
 	if c.Policy != nil {
 		if err := c.Policy.Check(); err != nil {

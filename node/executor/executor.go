@@ -30,6 +30,7 @@ type Options struct {
 	Timeout     time.Duration // statement deadline; 30 s when zero
 	Conns       int           // connections in the pool; 2 when zero
 	MemoryLimit string        // DuckDB memory_limit, e.g. "256MB"; DuckDB's default when empty
+	Threads     int           // DuckDB worker threads; DuckDB's default (every core) when 0
 	CacheSize   int           // protected tables kept for repeated queries; 0 disables the cache
 	Plugins     Plugins       // analysis plugins
 	Allocator   memory.Allocator
@@ -98,6 +99,9 @@ func New(ctx context.Context, st *store.Store, opts Options) (*Executor, error) 
 	setup := []string{"SET enable_external_access = false"}
 	if opts.MemoryLimit != "" {
 		setup = append(setup, fmt.Sprintf("SET memory_limit = '%s'", sanitizeSize(opts.MemoryLimit)))
+	}
+	if opts.Threads > 0 {
+		setup = append(setup, fmt.Sprintf("SET threads = %d", opts.Threads))
 	}
 	for _, stmt := range setup {
 		if _, err := db.ExecContext(ctx, stmt); err != nil {

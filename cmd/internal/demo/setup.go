@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -295,10 +296,10 @@ coordinator:
 %[7]s  ticket_keys: [../../keys/coordinator.pub]
 catalog: {dir: ../../catalog, authority_key: ../../keys/catalog-authority.pub}
 association_key: ../../keys/%[1]s.pub
-query: {timeout: 30s, memory_limit: 256MB, max_concurrent: 4}
+query: {timeout: 30s, memory_limit: 256MB, max_concurrent: 4, threads: %[8]d}
 # Deny by default: the node answers only the queries listed here ("*": every signed entry).
 allowed_queries: ["*"]
-`, n.Association, n.Flight, n.Health, mtls.CoordinatorIdentity(f.Coordinator.ID), n.SQL, listen, dial) + agg.String()
+`, n.Association, n.Flight, n.Health, mtls.CoordinatorIdentity(f.Coordinator.ID), n.SQL, listen, dial, max(1, runtime.NumCPU()/len(f.Nodes))) + agg.String()
 }
 
 // rewriteAddresses writes the node and coordinator configs for this run's addresses.
