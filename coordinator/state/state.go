@@ -34,14 +34,153 @@ CREATE TABLE IF NOT EXISTS results (study VARCHAR NOT NULL, query_index INTEGER 
   release BLOB NOT NULL, checks VARCHAR NOT NULL, released_at TIMESTAMP NOT NULL, PRIMARY KEY (study, query_index));
 `
 
-// Store is the coordinator's state: SQLite in WAL mode. Every change is one transaction,
-// taken with an immediate write lock (concurrent writers wait their turn, up to a busy
-// timeout, rather than conflict), and synced before it is acknowledged.
+// Store is the coordinator's state: SQLite in WAL mode. Every change is all or nothing and
+// synced before it is acknowledged. Changes go through one writer (write), which commits the
+// changes waiting for it together: one fsync for all of them, as a database's group commit
+// does, so concurrent studies do not queue for a sync each.
 type Store struct {
 	db *sql.DB
 
 	mu       sync.Mutex
 	writeErr error // the last write's failure, until a write succeeds
+
+	writes    chan *writeReq
+	quit      chan struct{}
+	stopped   chan struct{}
+	closeOnce sync.Once
+}
+
+// txn is what a change may use: the writer's connection, inside its transaction.
+type txn interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+type writeReq struct {
+	ctx  context.Context
+	fn   func(ctx context.Context, tx txn) error
+	done chan error
+}
+
+// maxBatch bounds the changes committed together.
+const maxBatch = 64
+
+// ErrClosed is returned for a change asked of a closed store.
+var ErrClosed = errors.New("coordinator state closed")
+
+// write applies fn as one all-or-nothing change and returns once it is synced, or fn's own
+// error (nothing of fn is then kept). It waits for the outcome even when ctx ends meanwhile,
+// so that a nil error always means written and an error always means not written.
+func (s *Store) write(ctx context.Context, fn func(ctx context.Context, tx txn) error) error {
+	r := &writeReq{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	select {
+	case s.writes <- r:
+	case <-s.quit:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return <-r.done
+}
+
+// writer commits the waiting changes, up to maxBatch at a time, until the store closes.
+func (s *Store) writer(conn *sql.Conn) {
+	defer close(s.stopped)
+	defer func() { conn.Close() }()
+	for {
+		var batch []*writeReq
+		select {
+		case <-s.quit:
+			return
+		case r := <-s.writes:
+			batch = append(batch, r)
+		}
+	drain:
+		for len(batch) < maxBatch {
+			select {
+			case r := <-s.writes:
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		if err := s.commit(conn, batch); err != nil {
+			// The connection may be unusable (it failed to begin or to roll back): take a
+			// fresh one for the next batch.
+			if c, cerr := s.db.Conn(context.Background()); cerr == nil {
+				conn.Close()
+				conn = c
+			}
+		}
+	}
+}
+
+// commit runs a batch in one transaction, each change inside its own savepoint so that a
+// change that fails (a conflict) leaves the others, and answers every change. It returns an
+// error when the connection could not begin, roll back or commit.
+func (s *Store) commit(conn *sql.Conn, batch []*writeReq) error {
+	ctx := context.Background()
+	errs := make([]error, len(batch))
+	finish := func(common error) {
+		for i, r := range batch {
+			if errs[i] != nil {
+				r.done <- errs[i]
+			} else {
+				r.done <- common
+			}
+		}
+	}
+	abort := func(err error) error {
+		conn.ExecContext(ctx, "ROLLBACK")
+		finish(err)
+		return err
+	}
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		finish(err)
+		return err
+	}
+	for i, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			errs[i] = err // asked for, then given up before its turn: not applied
+			continue
+		}
+		if _, err := conn.ExecContext(ctx, "SAVEPOINT change"); err != nil {
+			return abort(err)
+		}
+		// Not r.ctx: an interrupted statement may make SQLite roll back the whole batch.
+		if err := r.fn(context.WithoutCancel(r.ctx), conn); err != nil {
+			errs[i] = err
+			if autocommit(conn) {
+				// SQLite rolled the whole transaction back itself (a full disk, an I/O
+				// error): none of the batch is written.
+				finish(err)
+				return nil
+			}
+			if _, rerr := conn.ExecContext(ctx, "ROLLBACK TO change"); rerr != nil {
+				return abort(rerr)
+			}
+		}
+		if _, err := conn.ExecContext(ctx, "RELEASE change"); err != nil {
+			return abort(err)
+		}
+	}
+	if _, err := conn.ExecContext(ctx, "COMMIT"); err != nil {
+		return abort(err)
+	}
+	finish(nil)
+	return nil
+}
+
+// autocommit reports whether conn is outside any transaction.
+func autocommit(conn *sql.Conn) bool {
+	auto := false
+	conn.Raw(func(dc any) error {
+		if c, ok := dc.(*sqlite3.SQLiteConn); ok {
+			auto = c.AutoCommit()
+		}
+		return nil
+	})
+	return auto
 }
 
 // Open opens or creates the store at path (mode 0600, its folder 0750).
@@ -89,7 +228,13 @@ func Open(ctx context.Context, path string) (*Store, error) {
 			return nil, errors.Join(fmt.Errorf("mark coordinator state version: %w", err), db.Close())
 		}
 	}
-	return &Store{db: db}, nil
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("open coordinator state %s: %w", path, err), db.Close())
+	}
+	s := &Store{db: db, writes: make(chan *writeReq), quit: make(chan struct{}), stopped: make(chan struct{})}
+	go s.writer(conn)
+	return s, nil
 }
 
 // Version is the coordinator state's schema version (SQLite's user_version). A release that
@@ -127,12 +272,20 @@ func (s *Store) wrote(err error) error {
 // Ready reports whether the store can write now: it writes a probe row (a full disk fails
 // it) and returns the failure. A daemon is not ready while this fails.
 func (s *Store) Ready(ctx context.Context) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO probe VALUES ('ready', ?) ON CONFLICT (k) DO UPDATE SET at = excluded.at`, time.Now().UTC())
-	return s.wrote(err)
+	return s.wrote(s.write(ctx, func(ctx context.Context, tx txn) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO probe VALUES ('ready', ?) ON CONFLICT (k) DO UPDATE SET at = excluded.at`, time.Now().UTC())
+		return err
+	}))
 }
 
-// Close closes the store.
-func (s *Store) Close() error { return s.db.Close() }
+// Close stops the writer, once its batch is committed, and closes the store.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.quit)
+		<-s.stopped
+	})
+	return s.db.Close()
+}
 
 // ErrNotFound is returned for an unknown study or result.
 var ErrNotFound = errors.New("not found")
@@ -145,19 +298,16 @@ func (s *Store) createStudy(ctx context.Context, st *study.Study, actor string) 
 	if err != nil {
 		return err
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	now := time.Now().UTC()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO studies VALUES (?, ?, ?, ?, ?, ?)`, st.ID, string(body), string(st.State), st.Evaluator, st.CreatedAt, now); err != nil {
-		return fmt.Errorf("store study: %w", err)
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO transitions VALUES (?, ?, ?, ?, ?)`, st.ID, string(st.State), actor, "", now); err != nil {
-		return fmt.Errorf("store transition: %w", err)
-	}
-	return tx.Commit()
+	return s.write(ctx, func(ctx context.Context, tx txn) error {
+		now := time.Now().UTC()
+		if _, err := tx.ExecContext(ctx, `INSERT INTO studies VALUES (?, ?, ?, ?, ?, ?)`, st.ID, string(body), string(st.State), st.Evaluator, st.CreatedAt, now); err != nil {
+			return fmt.Errorf("store study: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO transitions VALUES (?, ?, ?, ?, ?)`, st.ID, string(st.State), actor, "", now); err != nil {
+			return fmt.Errorf("store transition: %w", err)
+		}
+		return nil
+	})
 }
 
 // CreateStudy stores a new study and its first transition.
@@ -229,23 +379,18 @@ func (s *Store) move(ctx context.Context, id string, from, to study.State, actor
 	if !study.CanMove(from, to) {
 		return fmt.Errorf("%w: a study cannot move from %s to %s", ErrConflict, from, to)
 	}
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
+	return s.write(ctx, func(ctx context.Context, tx txn) error {
+		now := time.Now().UTC()
+		res, err := tx.ExecContext(ctx, `UPDATE studies SET state = ?, updated_at = ? WHERE id = ? AND state = ?`, string(to), now, id, string(from))
+		if err != nil {
+			return fmt.Errorf("move study %s: %w", id, err)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return fmt.Errorf("%w: study %s is no longer %s", ErrConflict, id, from)
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO transitions VALUES (?, ?, ?, ?, ?)`, id, string(to), actor, note, now)
 		return err
-	}
-	defer tx.Rollback()
-	now := time.Now().UTC()
-	res, err := tx.ExecContext(ctx, `UPDATE studies SET state = ?, updated_at = ? WHERE id = ? AND state = ?`, string(to), now, id, string(from))
-	if err != nil {
-		return fmt.Errorf("move study %s: %w", id, err)
-	}
-	if n, _ := res.RowsAffected(); n != 1 {
-		return fmt.Errorf("%w: study %s is no longer %s", ErrConflict, id, from)
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO transitions VALUES (?, ?, ?, ?, ?)`, id, string(to), actor, note, now); err != nil {
-		return err
-	}
-	return tx.Commit()
+	})
 }
 
 // Transition is one recorded state change.
@@ -282,7 +427,10 @@ func (s *Store) PutApproval(ctx context.Context, id string, a study.Approval) er
 	if err != nil {
 		return err
 	}
-	_, err = s.db.ExecContext(ctx, `INSERT INTO approvals VALUES (?, ?, ?, ?)`, id, a.Association, string(body), a.At)
+	err = s.write(ctx, func(ctx context.Context, tx txn) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO approvals VALUES (?, ?, ?, ?)`, id, a.Association, string(body), a.At)
+		return err
+	})
 	if err != nil {
 		var se sqlite3.Error
 		if errors.As(err, &se) && se.Code == sqlite3.ErrConstraint {
@@ -358,22 +506,23 @@ func (s *Store) PutRound(ctx context.Context, id string, ds []Dispatch) error {
 
 // putDispatches writes ds with stmt in one transaction.
 func (s *Store) putDispatches(ctx context.Context, id string, ds []Dispatch, stmt string) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	now := time.Now().UTC()
-	for _, d := range ds {
+	mds := make([]string, len(ds))
+	for i, d := range ds {
 		md, err := json.Marshal(d.Metadata)
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, stmt, id, d.QueryIndex, d.Association, d.State, d.Attempts, d.Error, d.Release, string(md), now); err != nil {
-			return fmt.Errorf("store dispatch: %w", err)
-		}
+		mds[i] = string(md)
 	}
-	return tx.Commit()
+	return s.write(ctx, func(ctx context.Context, tx txn) error {
+		now := time.Now().UTC()
+		for i, d := range ds {
+			if _, err := tx.ExecContext(ctx, stmt, id, d.QueryIndex, d.Association, d.State, d.Attempts, d.Error, d.Release, mds[i], now); err != nil {
+				return fmt.Errorf("store dispatch: %w", err)
+			}
+		}
+		return nil
+	})
 }
 
 // Dispatches lists a study's dispatches.
@@ -410,8 +559,11 @@ type Result struct {
 
 // PutResult stores a query's merged result.
 func (s *Store) PutResult(ctx context.Context, id string, r Result) error {
-	_, err := s.db.ExecContext(ctx, `INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)`,
-		id, r.QueryIndex, r.QueryID, r.Release, string(r.Checks), r.ReleasedAt.UTC())
+	err := s.write(ctx, func(ctx context.Context, tx txn) error {
+		_, err := tx.ExecContext(ctx, `INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?)`,
+			id, r.QueryIndex, r.QueryID, r.Release, string(r.Checks), r.ReleasedAt.UTC())
+		return err
+	})
 	if err != nil {
 		return s.wrote(fmt.Errorf("store result: %w", err))
 	}
@@ -502,35 +654,30 @@ func Backup(ctx context.Context, path, out string) error {
 
 // Revoke records that association withdrew its standing approval of study id.
 func (s *Store) Revoke(ctx context.Context, id, association string, at time.Time) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return s.wrote(err)
-	}
-	defer tx.Rollback()
-	var body string
-	if err := tx.QueryRowContext(ctx, `SELECT body FROM studies WHERE id = ?`, id).Scan(&body); err != nil {
-		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("study %s: %w", id, ErrNotFound)
+	return s.wrote(s.write(ctx, func(ctx context.Context, tx txn) error {
+		var body string
+		if err := tx.QueryRowContext(ctx, `SELECT body FROM studies WHERE id = ?`, id).Scan(&body); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				return fmt.Errorf("study %s: %w", id, ErrNotFound)
+			}
+			return err
 		}
+		var st study.Study
+		if err := json.Unmarshal([]byte(body), &st); err != nil {
+			return err
+		}
+		if st.Revoked == nil {
+			st.Revoked = map[string]time.Time{}
+		}
+		if _, done := st.Revoked[association]; done {
+			return fmt.Errorf("%w: %s has already revoked study %s", ErrConflict, association, id)
+		}
+		st.Revoked[association] = at.UTC()
+		raw, err := json.Marshal(st)
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE studies SET body = ? WHERE id = ?`, string(raw), id)
 		return err
-	}
-	var st study.Study
-	if err := json.Unmarshal([]byte(body), &st); err != nil {
-		return err
-	}
-	if st.Revoked == nil {
-		st.Revoked = map[string]time.Time{}
-	}
-	if _, done := st.Revoked[association]; done {
-		return fmt.Errorf("%w: %s has already revoked study %s", ErrConflict, association, id)
-	}
-	st.Revoked[association] = at.UTC()
-	raw, err := json.Marshal(st)
-	if err != nil {
-		return err
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE studies SET body = ? WHERE id = ?`, string(raw), id); err != nil {
-		return s.wrote(err)
-	}
-	return s.wrote(tx.Commit())
+	}))
 }

@@ -137,3 +137,87 @@ func TestAStateFromANewerReleaseIsRefused(t *testing.T) {
 		t.Fatalf("the refused state was changed: version %d %v", v, err)
 	}
 }
+
+// Changes waiting for the writer are committed together, each all or nothing on its own: in
+// one batch, approvals that conflict (a second decision) are refused while the others around
+// them are written, and everything acknowledged is there after a restart.
+func TestChangesCommittedTogetherStayAllOrNothingEach(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "state.sqlite")
+	s := open(t, path)
+	st := &study.Study{ID: study.NewID(), Title: "t", Purpose: "p", Evaluator: "eva", State: study.Submitted, CreatedAt: time.Now(),
+		Queries: []study.Query{{ID: "q", Hash: "h"}}, Associations: []string{"hbs"}}
+	if err := s.CreateStudy(ctx, st, "eva"); err != nil {
+		t.Fatal(err)
+	}
+	// Hold the writer inside a change, so the next ones queue and form one batch.
+	entered, hold := make(chan struct{}), make(chan struct{})
+	blocked := make(chan error, 1)
+	go func() {
+		blocked <- s.write(ctx, func(ctx context.Context, tx txn) error {
+			close(entered)
+			<-hold
+			_, err := tx.ExecContext(ctx, `INSERT INTO probe VALUES ('held', ?)`, time.Now())
+			return err
+		})
+	}()
+	<-entered
+	assocs := []string{"hbs", "varna", "stockholm", "suvs", "roslagen", "samsund"}
+	errs := make(chan error, 2*len(assocs))
+	queued := make(chan struct{}, 2*len(assocs))
+	for _, a := range assocs {
+		for range 2 { // the second decision of an association conflicts, in the same batch
+			go func() {
+				queued <- struct{}{}
+				errs <- s.PutApproval(ctx, st.ID, study.Approval{Association: a, Decision: study.Approve, Actor: "owner", At: time.Now()})
+			}()
+		}
+	}
+	for range 2 * len(assocs) {
+		<-queued
+	}
+	time.Sleep(50 * time.Millisecond) // let the senders reach the writer's queue (a looser batch changes nothing asserted)
+	close(hold)
+	if err := <-blocked; err != nil {
+		t.Fatal(err)
+	}
+	var ok, conflicts int
+	for range 2 * len(assocs) {
+		switch err := <-errs; {
+		case err == nil:
+			ok++
+		case errors.Is(err, ErrConflict):
+			conflicts++
+		default:
+			t.Fatalf("approval: %v", err)
+		}
+	}
+	if ok != len(assocs) || conflicts != len(assocs) {
+		t.Fatalf("%d written and %d conflicts, want %d each", ok, conflicts, len(assocs))
+	}
+	// A change given up before its turn is not written, and says so.
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := s.Move(gone, st.ID, study.Submitted, study.AwaitingApproval, "coordinator", ""); err == nil {
+		t.Fatal("a cancelled change reported written")
+	}
+	s.Close()
+	if err := s.Move(ctx, st.ID, study.Submitted, study.AwaitingApproval, "coordinator", ""); !errors.Is(err, ErrClosed) {
+		t.Fatalf("a change on a closed store: %v", err)
+	}
+
+	s = open(t, path)
+	defer s.Close()
+	as, err := s.Approvals(ctx, st.ID)
+	if err != nil || len(as) != len(assocs) {
+		t.Fatalf("after restart: %d approvals, %v", len(as), err)
+	}
+	if got, _ := s.Study(ctx, st.ID); got.State != study.Submitted {
+		t.Fatalf("the cancelled move was applied: %s", got.State)
+	}
+	var held int
+	s.db.QueryRow(`SELECT count(*) FROM probe WHERE k = 'held'`).Scan(&held)
+	if held != 1 {
+		t.Fatalf("the held change: %d rows", held)
+	}
+}
