@@ -3,6 +3,7 @@ package queries
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/apache/arrow/go/v17/arrow"
@@ -93,12 +94,11 @@ func (e *Entry) GroupingSets() [][]int {
 	return sets
 }
 
-// groupingSetsSQL writes GroupingSets as SQL over the columns d0, d1, …, each set led by the
-// given columns: "(pid, rk, d0, d1)", "(pid, rk, d1)", ….
-func (e *Entry) groupingSetsSQL(lead ...string) []string {
+// groupingSetsSQL writes GroupingSets as SQL over the columns d0, d1, …: "(d0, d1)", "(d1)", ….
+func (e *Entry) groupingSetsSQL() []string {
 	var out []string
 	for _, set := range e.GroupingSets() {
-		cols := append([]string(nil), lead...)
+		var cols []string
 		for _, i := range set {
 			cols = append(cols, fmt.Sprintf("d%d", i))
 		}
@@ -107,59 +107,77 @@ func (e *Entry) groupingSetsSQL(lead ...string) []string {
 	return out
 }
 
-// AggregateSQL is the only statement a node runs for the entry. Without measures it is
-// countSQL's single pass; with measures, two passes over the view whatever the number of
-// grouping sets. The first groups the view's rows by participant within every grouping set at
-// once (GROUPING SETS, each set with the participant added), so each output row is one
-// participant in one cell with the average of their rows' measures. A participant is told
-// apart by DuckDB's 64-bit hash of the key together with the record key (two participants
-// merge only if 96 bits coincide: about 10^-17 at a million), which spares a join; the record
-// key is computed per row of the view. The second pass sums those rows per cell into the
-// columns disclosure.Protect consumes: dimensions with NULL for a margin, n, cell_key, and per
-// measure its sum, absolute sum, count, sum of squares and two largest contributions.
-// Parameters bind by name. The CTEs are not materialised: DuckDB streams them, which is as
-// fast and keeps a query over a million participants inside a 256 MB memory limit.
+// AggregateSQL is the only statement a node runs for the entry. It computes the view once into
+// c (one row per row of the view: the participant's record-key number, the dimensions' codes,
+// the measures), materialised, and then each grouping set as its own GROUP BY over c, the
+// sets joined by UNION ALL, with NULL for a margin's dimensions. Each set holds its own hash
+// table only while it runs: where DuckDB's GROUPING SETS build the tables of every set at once
+// (a DISTINCT aggregate keeps one per set), the three-dimension tables at a million
+// participants did not fit 200 MB; this way they do, and the statement is no slower, at a
+// million participants or at a few hundred.
+//
+// Without measures a set is countSQL's one DISTINCT aggregate. With measures a set takes two
+// steps: the participants of each cell with the average of their rows' measures (a participant
+// is told apart by DuckDB's 64-bit hash of the key together with the record key: two merge
+// only if 96 bits coincide, about 10^-17 at a million), then one sum per cell into the columns
+// disclosure.Protect consumes: n, cell_key, and per measure its sum, absolute sum, count, sum
+// of squares and two largest contributions. Parameters are named ($from); the node writes
+// their values in (Bound.Inline).
 func (e *Entry) AggregateSQL() (string, error) {
-	if len(e.Measures) == 0 {
-		return e.countSQL(), nil
-	}
 	var b strings.Builder
 	b.WriteString("WITH v AS (\n")
 	b.WriteString(NormalizeView(e.View))
-	b.WriteString("\n),\nc AS (\n  SELECT hash(CAST(v.participant_key AS VARCHAR)) AS pid, " +
-		recordKeyArg("CAST(v.participant_key AS VARCHAR)") + " AS rk")
-	var dims []string
+	b.WriteString("\n),\nc AS MATERIALIZED (\n  SELECT ")
+	if len(e.Measures) == 0 {
+		b.WriteString(countX("CAST(v.participant_key AS VARCHAR)") + " AS x")
+	} else {
+		b.WriteString("hash(CAST(v.participant_key AS VARCHAR)) AS pid, " + recordKeyArg("CAST(v.participant_key AS VARCHAR)") + " AS rk")
+	}
 	for i, d := range e.Dimensions {
 		fmt.Fprintf(&b, ",\n    %s AS d%d", d.dimExpr(), i)
-		dims = append(dims, fmt.Sprintf("d%d", i))
 	}
 	for i, m := range e.Measures {
 		fmt.Fprintf(&b, ",\n    CAST(v.%s AS DOUBLE) AS m%d", quoteIdent(m.Name), i)
 	}
-	b.WriteString("\n  FROM v\n),\n")
-	// p: one row per participant and cell of every grouping set; g tells the sets apart.
-	setList := e.groupingSetsSQL("pid", "rk")
-	g := "0"
-	if len(dims) > 0 {
-		g = "GROUPING(" + strings.Join(dims, ", ") + ")"
+	b.WriteString("\n  FROM v\n)\n")
+	var parts []string
+	for _, set := range e.GroupingSets() {
+		var sel, grp []string
+		for i, d := range e.Dimensions {
+			if slices.Contains(set, i) {
+				sel = append(sel, fmt.Sprintf("d%d AS %s", i, quoteIdent(d.Name)))
+				grp = append(grp, fmt.Sprintf("d%d", i))
+			} else {
+				sel = append(sel, "CAST(NULL AS VARCHAR) AS "+quoteIdent(d.Name))
+			}
+		}
+		groupBy := ""
+		if len(grp) > 0 {
+			groupBy = " GROUP BY " + strings.Join(grp, ", ")
+		}
+		if len(e.Measures) == 0 {
+			sel = append(sel, countColumns()...)
+			parts = append(parts, "SELECT "+strings.Join(sel, ", ")+" FROM c"+groupBy)
+			continue
+		}
+		inner := append([]string{"pid", "rk"}, grp...)
+		cols := slices.Clone(inner)
+		for i := range e.Measures {
+			cols = append(cols, fmt.Sprintf("avg(m%d) AS m%d", i, i))
+		}
+		sel = append(sel, e.measureColumns()...)
+		parts = append(parts, "SELECT "+strings.Join(sel, ", ")+"\nFROM (SELECT "+strings.Join(cols, ", ")+" FROM c GROUP BY "+strings.Join(inner, ", ")+")"+groupBy)
 	}
-	b.WriteString("p AS (\n  SELECT " + g + " AS g, rk")
-	for _, d := range dims {
-		b.WriteString(", " + d)
-	}
-	for i := range e.Measures {
-		fmt.Fprintf(&b, ", avg(m%d) AS m%d", i, i)
-	}
-	b.WriteString("\n  FROM c GROUP BY GROUPING SETS (" + strings.Join(setList, ", ") + ")\n)\n")
-	var outer []string
-	for i, d := range e.Dimensions {
-		outer = append(outer, fmt.Sprintf("d%d AS %s", i, quoteIdent(d.Name)))
-	}
-	outer = append(outer, "count(*) AS "+disclosure.ColN,
-		"CAST(sum(rk) % 4294967296 AS BIGINT) AS "+disclosure.ColCellKey)
+	b.WriteString(strings.Join(parts, "\nUNION ALL\n") + "\n")
+	return b.String(), nil
+}
+
+// measureColumns are a cell's columns over its participants (rk, m0, m1, …: one row each).
+func (e *Entry) measureColumns() []string {
+	out := []string{"count(*) AS " + disclosure.ColN, "CAST(sum(rk) % 4294967296 AS BIGINT) AS " + disclosure.ColCellKey}
 	for i, m := range e.Measures {
 		mc := fmt.Sprintf("m%d", i)
-		outer = append(outer,
+		out = append(out,
 			fmt.Sprintf("coalesce(sum(%s), 0) AS %s", mc, quoteIdent(m.Name+disclosure.SuffixSum)),
 			fmt.Sprintf("coalesce(sum(abs(%s)), 0) AS %s", mc, quoteIdent(m.Name+disclosure.SuffixAbs)),
 			fmt.Sprintf("count(%s) AS %s", mc, quoteIdent(m.Name+disclosure.SuffixCount)),
@@ -167,40 +185,28 @@ func (e *Entry) AggregateSQL() (string, error) {
 			fmt.Sprintf("coalesce(max(abs(%s), 2)[1], 0) AS %s", mc, quoteIdent(m.Name+disclosure.SuffixTop1)),
 			fmt.Sprintf("coalesce(max(abs(%s), 2)[2], 0) AS %s", mc, quoteIdent(m.Name+disclosure.SuffixTop2)))
 	}
-	b.WriteString("SELECT " + strings.Join(outer, ", ") + "\nFROM p GROUP BY " + strings.Join(append([]string{"g"}, dims...), ", ") + "\n")
-	return b.String(), nil
+	return out
 }
 
-// countSQL is AggregateSQL for an entry without measures: one pass, the plain aggregate's own
-// shape (GROUP BY GROUPING SETS over the view with one DISTINCT aggregate), so it costs
-// little more than count(DISTINCT participant_key) would. Each row of the view becomes
+// countX is what a row of the view contributes to a table without measures:
 //
 //	x = 2^104 + (r mod 2^82)
 //
 // with r the participant's record-key number (recordKeyNumber), whose low 32 bits are the
-// record key rk and the next 50 bits h tell participants apart; the rows of one participant
+// record key rk and the next 50 bits h tell participants apart. The rows of one participant
 // in a cell share x, so sum(DISTINCT x) over a cell is n·2^104 + 2^32·Σh + Σrk: n is its bits
-// from 104 up and the cell key (Σrk modulo 2^32) its low 32 bits. Exact while a cell holds
-// fewer than 2^22 (4 million) participants; two participants merge only if all 82 bits
-// coincide (about 10^-13 for a million participants). One MD5 per row gives both parts. One DISTINCT aggregate, not two, because
-// DuckDB keeps a table per distinct aggregate: two of them over three dimensions need more
-// than 256 MB at a million participants.
-func (e *Entry) countSQL() string {
-	var b strings.Builder
-	b.WriteString("WITH v AS (\n")
-	b.WriteString(NormalizeView(e.View))
-	b.WriteString("\n),\nc AS (\n  SELECT (CAST(1 AS HUGEINT) << 104) + (" +
-		recordKeyNumber("CAST(v.participant_key AS VARCHAR)") + " & ((CAST(1 AS HUGEINT) << 82) - 1)) AS x")
-	var out []string
-	for i, d := range e.Dimensions {
-		fmt.Fprintf(&b, ",\n    %s AS d%d", d.dimExpr(), i)
-		out = append(out, fmt.Sprintf("d%d AS %s", i, quoteIdent(d.Name)))
-	}
-	b.WriteString("\n  FROM v\n)\n")
-	out = append(out, "CAST(sum(DISTINCT x) >> 104 AS BIGINT) AS "+disclosure.ColN,
-		"CAST(sum(DISTINCT x) % 4294967296 AS BIGINT) AS "+disclosure.ColCellKey)
-	b.WriteString("SELECT " + strings.Join(out, ", ") + "\nFROM c GROUP BY GROUPING SETS (" + strings.Join(e.groupingSetsSQL(), ", ") + ")\n")
-	return b.String()
+// from 104 up and the cell key (Σrk modulo 2^32) its low 32 bits (countColumns). Exact while a
+// cell holds fewer than 2^22 (4 million) participants; two participants merge only if all 82
+// bits coincide (about 10^-13 for a million participants). One MD5 per row gives both parts,
+// and one DISTINCT aggregate both columns: DuckDB keeps a table per distinct aggregate.
+func countX(keyExpr string) string {
+	return "(CAST(1 AS HUGEINT) << 104) + (" + recordKeyNumber(keyExpr) + " & ((CAST(1 AS HUGEINT) << 82) - 1))"
+}
+
+// countColumns are n and cell_key of a cell from its rows' x (countX).
+func countColumns() []string {
+	return []string{"CAST(sum(DISTINCT x) >> 104 AS BIGINT) AS " + disclosure.ColN,
+		"CAST(sum(DISTINCT x) % 4294967296 AS BIGINT) AS " + disclosure.ColCellKey}
 }
 
 // PlainSQL is the physical limit for the entry, kept for benchmarks and oracle tests (no node

@@ -3,12 +3,15 @@ package executor
 import (
 	"context"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/samsyn/samsyn/node/store"
 	"github.com/samsyn/samsyn/queries/disclosure"
 )
 
@@ -81,20 +84,35 @@ func isSparse(err error) bool { return err != nil && errorsIs(err, disclosure.Er
 
 // BenchmarkNodeRSS runs every catalog table query on a node of SAMSYN_BENCH_NODE_ROWS participants
 // (default 1,000,000) with a 256 MB DuckDB memory limit (SAMSYN_BENCH_MEMORY_LIMIT) and reports the process's peak RSS
-// (VmHWM) afterwards: the node's memory while serving.
+// (VmHWM) afterwards: the node's memory while serving, from a store opened afresh.
 func BenchmarkNodeRSS(b *testing.B) {
 	rows := 1_000_000
 	if v := benchEnv(b); v > 0 {
 		rows = v
 	}
-	x, cat, _ := newExecutor(b, rows)
+	seeded, cat, _ := newExecutor(b, rows)
 	limit := "256MB"
 	if v := os.Getenv("SAMSYN_BENCH_MEMORY_LIMIT"); v != "" {
 		limit = sanitizeSize(v)
 	}
-	if _, err := x.store.DB().Exec("SET memory_limit = '" + limit + "'"); err != nil {
+	// A node serves from its store file: close the one just filled (the rows were made in
+	// this process, which a node never does), give the memory back, and open it afresh as
+	// the node does at start, with the memory limit its configuration sets.
+	path := seeded.store.Path()
+	seeded.Close()
+	seeded.store.Close()
+	runtime.GC()
+	debug.FreeOSMemory()
+	st, err := store.Open(context.Background(), path)
+	if err != nil {
 		b.Fatal(err)
 	}
+	defer st.Close()
+	x, err := New(context.Background(), st, Options{Association: "hbs", Secret: secret, Policy: disclosure.Defaults(), MemoryLimit: limit})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer x.Close()
 	ctx := context.Background()
 	// Loading the rows is not serving: reset the peak (Linux: 5 > clear_refs) before queries.
 	if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0o200); err != nil {
