@@ -12,7 +12,7 @@ BENCHTIME ?= 1x
 DEMO_FLAGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help build demo test test-e2e bench bench-import lint fmt tidy-check clean
+.PHONY: bench-limits help build demo test test-e2e bench bench-import lint fmt tidy-check clean
 
 help: ## List the targets
 	@grep -hE '^[a-z][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -38,6 +38,15 @@ bench: ## Run the benchmarks (BENCH=regexp, BENCHTIME=1x); figures go to docs/be
 
 bench-import: ## Import 1,000,000 participants from CSV against DuckDB's own read_csv
 	$(GO) test -run '^$$' -bench 'ImportVsReadCSV' -benchtime 1x -timeout 30m ./node/importer/
+
+bench-limits: ## Every speed target of DESIGN.md side by side with plain DuckDB (about 15 minutes; SAMSYN_BENCH_N=1000000 for the 8 x 1 M headline)
+	SAMSYN_BENCH_NODE_ROWS=1000000 $(GO) test -run '^$$' -timeout 30m -benchtime 5x -bench 'RunVsDirect/(exits_by_municipality|outcome_by_method|participants_by_association)$$' ./node/executor/
+	SAMSYN_BENCH_NODE_ROWS=237 $(GO) test -run '^$$' -benchtime 100x -bench 'RunVsDirect/(exits_by_municipality|outcome_by_method|participants_by_association)$$' ./node/executor/
+	$(GO) test -run '^$$' -timeout 30m -benchtime 3x -bench 'FederatedVsPlain' ./deploy/e2e/
+	$(GO) test -run '^$$' -benchtime 300x -bench 'QueryEightNodes' ./deploy/e2e/
+	$(GO) test -run '^$$' -benchtime 300x -bench 'StudiesPerSecond' ./deploy/e2e/
+	$(GO) test -run '^$$' -benchtime 1x -timeout 30m -bench 'ImportVsReadCSV' ./node/importer/
+	SAMSYN_BENCH_MEMORY_LIMIT=200MB $(GO) test -run '^$$' -benchtime 1x -timeout 20m -bench 'NodeRSS' ./node/executor/
 
 lint: ## go vet, staticcheck, import directions, alert rules and dashboard queries (promtool), units' hardening, Kubernetes manifests and Dockerfile
 	$(GO) vet ./...

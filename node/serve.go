@@ -114,7 +114,7 @@ func Serve(ctx context.Context, o Options) error {
 	}
 	svc, err := flightsrv.New(flightsrv.Options{
 		NodeID: cfg.Association, Association: cfg.Association, Catalog: cat, Runner: x, Audit: log,
-		Verifier: wire.Verifier{Coordinators: keys, CatalogKey: o.CatalogKey, AssociationKey: o.AssociationKey,
+		Verifier: wire.Verifier{Coordinators: keys, CatalogKey: o.CatalogKey, AssociationKey: o.AssociationKey, Verified: wire.NewSignatureCache(),
 			Nonces: wire.NewMemoryNonces(wire.DefaultMaxNonces)},
 		Allowed: func(id string) error {
 			if !cfg.Allows(id) {

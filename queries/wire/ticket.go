@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"math"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -370,6 +372,59 @@ type Verifier struct {
 	Allowed func(queryID, queryHash string) error
 	// Catalog is the node's signed catalog: the hash it expects for a query id.
 	Catalog func(queryID string) (hash string, ok bool)
+	// Verified, when set, remembers the catalog and approval signatures that verified, so
+	// that the same entry's or study's signature is checked once, not on every ticket.
+	Verified *SignatureCache
+}
+
+// SignatureCache remembers ed25519 signatures that verified: key, message and signature
+// together, so a signature is taken as valid only for exactly what it was checked against.
+// ed25519 verification is deterministic, so a remembered success is the success a fresh check
+// would give; failures are never remembered. Safe for concurrent use; bounded (it starts over
+// when full).
+type SignatureCache struct {
+	mu sync.Mutex
+	ok map[[sha256.Size]byte]struct{}
+}
+
+// maxVerified bounds a SignatureCache: a catalog's entries and the running studies' approvals.
+const maxVerified = 4096
+
+// NewSignatureCache returns an empty cache.
+func NewSignatureCache() *SignatureCache {
+	return &SignatureCache{ok: map[[sha256.Size]byte]struct{}{}}
+}
+
+// verify is ed25519.Verify, remembered in c (a nil c remembers nothing).
+func (c *SignatureCache) verify(key ed25519.PublicKey, msg, sig []byte) bool {
+	if c == nil {
+		return ed25519.Verify(key, msg, sig)
+	}
+	h := sha256.New()
+	for _, part := range [][]byte{key, msg, sig} {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(part)))
+		h.Write(n[:])
+		h.Write(part)
+	}
+	var id [sha256.Size]byte
+	h.Sum(id[:0])
+	c.mu.Lock()
+	_, seen := c.ok[id]
+	c.mu.Unlock()
+	if seen {
+		return true
+	}
+	if !ed25519.Verify(key, msg, sig) {
+		return false
+	}
+	c.mu.Lock()
+	if len(c.ok) >= maxVerified {
+		clear(c.ok)
+	}
+	c.ok[id] = struct{}{}
+	c.mu.Unlock()
+	return true
 }
 
 func (v *Verifier) check() error {
@@ -487,14 +542,14 @@ func Verify(ctx context.Context, raw []byte, v Verifier) (*Ticket, error) {
 	if want != t.QueryHash {
 		return nil, fmt.Errorf("%w: query %q has hash %s in the ticket, %s in this node's catalog", ErrHashMismatch, t.QueryID, t.QueryHash, want)
 	}
-	if !ed25519.Verify(v.CatalogKey, CatalogMessage(t.QueryID, t.QueryHash), t.CatalogSignature) {
+	if !v.Verified.verify(v.CatalogKey, CatalogMessage(t.QueryID, t.QueryHash), t.CatalogSignature) {
 		return nil, fmt.Errorf("%w: query %q", ErrBadCatalogSignature, t.QueryID)
 	}
 	msg := ApprovalMessage(t.StudyID, t.Association, t.QueryID, t.QueryHash, t.Params)
 	if !t.Until.IsZero() {
 		msg = StandingApprovalMessage(t.StudyID, t.Association, t.QueryID, t.QueryHash, t.Params, t.Until)
 	}
-	if !ed25519.Verify(v.AssociationKey, msg, t.Approval) {
+	if !v.Verified.verify(v.AssociationKey, msg, t.Approval) {
 		return nil, fmt.Errorf("%w: study %q, query %q, association %q", ErrBadApproval, t.StudyID, t.QueryID, t.Association)
 	}
 	if !t.Until.IsZero() && now().After(t.Until) {

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -244,39 +245,56 @@ func TestVerify(t *testing.T) {
 			v.AssociationKey = nil
 		}},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			nonces := NewMemoryNonces(0)
-			v := newVerifier(nonces)
-			if tc.verifier != nil {
-				tc.verifier(&v)
-			}
-			got, err := Verify(context.Background(), tc.raw(t), v)
-			if tc.want == nil {
-				if err != nil {
-					t.Fatalf("Verify: %v", err)
+	// Every case also runs with a signature cache that already holds the good ticket's
+	// catalog and approval signatures: what was remembered must never let a bad one through.
+	warm := NewSignatureCache()
+	wv := newVerifier(NewMemoryNonces(0))
+	wv.Verified = warm
+	if _, err := Verify(context.Background(), good(t), wv); err != nil {
+		t.Fatal(err)
+	}
+	if len(warm.ok) != 2 {
+		t.Fatalf("the cache holds %d signatures after one ticket, want 2 (catalog, approval)", len(warm.ok))
+	}
+	for _, cache := range []*SignatureCache{nil, warm} {
+		for _, tc := range tests {
+			t.Run(fmt.Sprintf("%s/cache=%t", tc.name, cache != nil), func(t *testing.T) {
+				nonces := NewMemoryNonces(0)
+				v := newVerifier(nonces)
+				v.Verified = cache
+				if tc.verifier != nil {
+					tc.verifier(&v)
 				}
-				if got.Signer != KeyID(pub(coordKey)) || got.QueryID != queryID {
-					t.Fatalf("verified ticket: signer %q query %q", got.Signer, got.QueryID)
+				got, err := Verify(context.Background(), tc.raw(t), v)
+				if tc.want == nil {
+					if err != nil {
+						t.Fatalf("Verify: %v", err)
+					}
+					if got.Signer != KeyID(pub(coordKey)) || got.QueryID != queryID {
+						t.Fatalf("verified ticket: signer %q query %q", got.Signer, got.QueryID)
+					}
+					if nonces.Len() != 1 {
+						t.Fatalf("accepted ticket left %d nonces, want 1", nonces.Len())
+					}
+					return
 				}
-				if nonces.Len() != 1 {
-					t.Fatalf("accepted ticket left %d nonces, want 1", nonces.Len())
+				if !errors.Is(err, tc.want) {
+					t.Fatalf("Verify error = %v, want %v", err, tc.want)
 				}
-				return
-			}
-			if !errors.Is(err, tc.want) {
-				t.Fatalf("Verify error = %v, want %v", err, tc.want)
-			}
-			if got != nil {
-				t.Fatal("Verify returned a ticket with an error")
-			}
-			if r := Reason(err); r != tc.reason {
-				t.Fatalf("Reason = %q, want %q", r, tc.reason)
-			}
-			if nonces.Len() != 0 {
-				t.Fatalf("refused ticket used up its nonce")
-			}
-		})
+				if got != nil {
+					t.Fatal("Verify returned a ticket with an error")
+				}
+				if r := Reason(err); r != tc.reason {
+					t.Fatalf("Reason = %q, want %q", r, tc.reason)
+				}
+				if nonces.Len() != 0 {
+					t.Fatalf("refused ticket used up its nonce")
+				}
+			})
+		}
+	}
+	if len(warm.ok) != 2 {
+		t.Fatalf("the cache holds %d signatures after the refusals, want still 2", len(warm.ok))
 	}
 }
 
