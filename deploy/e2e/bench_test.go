@@ -263,7 +263,7 @@ func BenchmarkFederatedVsPlainDuckDB(b *testing.B) {
 		b.Fatal(err)
 	}
 	pooled.Close()
-	f := startFederation(b, inprocOptions{perNode: n, noCache: true, pooled: pooledPath})
+	f := startFederation(b, inprocOptions{perNode: n, noCache: true, pooled: pooledPath, slow: n > 100_000})
 	pooled, err = store.Open(context.Background(), pooledPath)
 	if err != nil {
 		b.Fatal(err)

@@ -48,6 +48,7 @@ import (
 
 // inproc is a federation of real node servers and a coordinator in this process.
 type inproc struct {
+	waitFor    time.Duration // how long wait gives a study
 	dir        string
 	signatures queries.Signatures
 	ticket     ed25519.PrivateKey
@@ -69,6 +70,9 @@ type inprocOptions struct {
 	// pooled, if set, is a DuckDB file (with the store's schema) that receives a copy of every
 	// node's rows: the same data in one database, for plain comparisons.
 	pooled string
+	// slow, for nodes of a million participants sharing two cores: the coordinator waits up
+	// to ten minutes for a node (not 5 s) and each node lets a query run as long.
+	slow bool
 }
 
 // startInProc runs a federation in this process: real node servers on loopback with mutual
@@ -83,7 +87,7 @@ func startInProc(t testing.TB, perNode int, onlyAssoc ...string) *inproc {
 func startFederation(t testing.TB, o inprocOptions) *inproc {
 	t.Helper()
 	perNode, onlyAssoc := o.perNode, o.onlyAssoc
-	f := &inproc{dir: t.TempDir(), assocKeys: map[string]ed25519.PrivateKey{}, stopNode: map[string]func(){}, tunnels: map[string]*proxy{}}
+	f := &inproc{waitFor: 60 * time.Second, dir: t.TempDir(), assocKeys: map[string]ed25519.PrivateKey{}, stopNode: map[string]func(){}, tunnels: map[string]*proxy{}}
 	ca, err := mtls.NewCA("e2e", time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -189,10 +193,14 @@ func startFederation(t testing.TB, o inprocOptions) *inproc {
 		// Eight nodes share this machine's cores: each DuckDB gets its share, as an operator
 		// running them side by side would set (query.threads).
 		threads := max(1, runtime.NumCPU()/len(associations))
+		timeout := "30s"
+		if o.slow {
+			timeout = "10m"
+		}
 		if o.noCache {
-			listen += fmt.Sprintf("query: {cache: 0, threads: %d}\n", threads)
+			listen += fmt.Sprintf("query: {cache: 0, threads: %d, timeout: %s}\n", threads, timeout)
 		} else {
-			listen += fmt.Sprintf("query: {threads: %d}\n", threads)
+			listen += fmt.Sprintf("query: {threads: %d, timeout: %s}\n", threads, timeout)
 		}
 		os.WriteFile(cfgPath, []byte(fmt.Sprintf("association: %s\n%stls: {ca: %s, cert: %s, key: %s}\ncoordinator: {identity: %s, ticket_keys: [x]%s}\ncatalog: {dir: %s, authority_key: x}\nassociation_key: x\nallowed_queries: [\"*\"]\nplugins: {dir: %s}\n%s",
 			assoc, listen, caFile, nf.Cert, nf.Key, mtls.CoordinatorIdentity("region"), dial, catDir, plugins, peers.String())), 0o644)
@@ -270,8 +278,12 @@ func startFederation(t testing.TB, o inprocOptions) *inproc {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.store.Close() })
+	nodeTimeout := 5 * time.Second
+	if o.slow {
+		nodeTimeout, f.waitFor = 10*time.Minute, 30*time.Minute
+	}
 	f.coord, err = coordinator.New(coordinator.Options{ID: "region", Store: f.store, Catalog: cat, Signatures: sigs, Nodes: nodes,
-		TicketKey: ticketKey, Policy: disclosure.Defaults(), FanOut: fanout.Options{NodeTimeout: 5 * time.Second, Retries: 1, Backoff: 20 * time.Millisecond}})
+		TicketKey: ticketKey, Policy: disclosure.Defaults(), FanOut: fanout.Options{NodeTimeout: nodeTimeout, Retries: 1, Backoff: 20 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,11 +326,11 @@ func (f *inproc) approveAll(t testing.TB, s *study.Study, refusing ...string) {
 
 func (f *inproc) wait(t testing.TB, id string) *study.Study {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), f.waitFor)
 	defer cancel()
 	s, err := f.coord.Await(ctx, id)
 	if err != nil {
-		t.Fatalf("study %s did not finish in 60 s: %v", id, err)
+		t.Fatalf("study %s did not finish in %s: %v", id, f.waitFor, err)
 	}
 	return s
 }

@@ -283,7 +283,7 @@ func (x *Executor) aggregate(ctx context.Context, e *queries.Entry, b queries.Bo
 }
 
 // maxStmtsPerConn bounds each connection's prepared statements: a node serving the whole
-// catalog over a few periods stays within it, and past it the oldest set is let go.
+// catalog over a few periods stays within it; past it they are all closed and it starts over.
 const maxStmtsPerConn = 128
 
 // prepared returns conn's prepared statement for q, preparing it once.
