@@ -72,19 +72,58 @@ func New(st *store.Store, logger *slog.Logger, reg prometheus.Registerer) *Impor
 // source is one staged input file.
 type source struct {
 	path    string
-	parquet bool
-	csv     *csvFile
+	format  format
 	sha256  string
 	rows    int64
 	columns map[string]string // canonical column or identity column -> header as written
 }
 
-func (s *source) place(row int64) (line int, isRow bool) {
-	if s.parquet {
-		return int(row) + 1, true
-	}
-	return s.csv.line(row), false
+// place says where the row (0-based, in the file's order) is, for a problem: a line of a CSV
+// file, or a row number where a format has no lines.
+func (s *source) place(row int64) (line int, isRow bool) { return s.format.place(row) }
+
+// format is how one kind of export file is read: opened (open), staged as raw text (stage)
+// and pointed into (place) through this, so neither branches on the kind.
+type format interface {
+	name() string // for messages: "CSV", "Parquet"
+	// headerLine is the line a problem with the header names (0: the format has no lines).
+	headerLine() int
+	// from is the DuckDB table function that reads the file's rows in order.
+	from(path string) string
+	// raw is the SQL expression of a column's value as text, NULL when empty, by the header
+	// as written.
+	raw(header string) string
+	place(row int64) (line int, isRow bool)
 }
+
+// csvFormat reads a CSV file whose structure scanCSV has checked: every column as text.
+type csvFormat struct{ f *csvFile }
+
+func (c csvFormat) name() string    { return "CSV" }
+func (c csvFormat) headerLine() int { return 1 }
+func (c csvFormat) from(path string) string {
+	cols := make([]string, len(c.f.header))
+	for j := range cols {
+		cols[j] = fmt.Sprintf("'c%d': 'VARCHAR'", j)
+	}
+	return fmt.Sprintf("read_csv(%s, header = true, delim = %s, quote = '\"', escape = '\"', auto_detect = false, columns = {%s})",
+		lit(path), lit(string(c.f.delim)), strings.Join(cols, ", "))
+}
+func (c csvFormat) raw(header string) string {
+	return ident(fmt.Sprintf("c%d", indexOf(c.f.header, header)))
+}
+func (c csvFormat) place(row int64) (int, bool) { return c.f.line(row), false }
+
+// parquetFormat reads a Parquet file: typed columns, cast to text to be checked like CSV's.
+type parquetFormat struct{}
+
+func (parquetFormat) name() string            { return "Parquet" }
+func (parquetFormat) headerLine() int         { return 0 }
+func (parquetFormat) from(path string) string { return "read_parquet(" + lit(path) + ")" }
+func (parquetFormat) raw(header string) string {
+	return "NULLIF(CAST(" + ident(header) + " AS VARCHAR), '')"
+}
+func (parquetFormat) place(row int64) (int, bool) { return int(row) + 1, true }
 
 // Import validates every file in full and, only if all are valid, upserts their rows in one
 // transaction. A *ValidationError lists the problems; the store is then untouched.
@@ -212,52 +251,23 @@ func (im *Importer) Import(ctx context.Context, opts Options) (res *Result, err 
 func (im *Importer) open(ctx context.Context, conn *sql.Conn, path string, t *schemas.Table, ps *problems, progress func(string, int64, int64)) (*source, error) {
 	src := &source{path: path, columns: map[string]string{}}
 	var header []string
+	var err error
+	before := ps.total
 	switch ext := strings.ToLower(filepath.Ext(path)); ext {
 	case ".csv", ".txt":
-		before := ps.total
-		f, err := scanCSV(path, ps, func(rows int64) { progress("read "+filepath.Base(path), rows, -1) })
-		if err != nil {
-			return nil, err
-		}
-		if ps.total > before {
-			return src, nil
-		}
-		src.csv, src.sha256, src.rows, header = f, f.sha256, f.rows, f.header
+		src.format, header, err = openCSV(path, src, ps, func(rows int64) { progress("read "+filepath.Base(path), rows, -1) })
 	case ".parquet", ".pq":
-		src.parquet = true
-		digest, err := fileSHA256(path)
-		if err != nil {
-			return nil, err
-		}
-		src.sha256 = digest
-		rows, err := conn.QueryContext(ctx, "SELECT column_name FROM (DESCRIBE SELECT * FROM read_parquet("+lit(path)+"))")
-		if err != nil {
-			ps.add(Problem{File: path, Found: "not a readable Parquet file (" + duckdbReason(err) + ")", Expected: "a Parquet file"})
-			return src, nil
-		}
-		for rows.Next() {
-			var name string
-			if err := rows.Scan(&name); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			header = append(header, name)
-		}
-		rows.Close()
-		if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM read_parquet("+lit(path)+")").Scan(&src.rows); err != nil {
-			ps.add(Problem{File: path, Found: "an unreadable Parquet file (" + duckdbReason(err) + ")", Expected: "a Parquet file"})
-			return src, nil
-		}
-		if src.rows == 0 {
-			ps.add(Problem{File: path, Found: "a file with no rows", Expected: "at least one row"})
-		}
+		src.format, header, err = openParquet(ctx, conn, path, src, ps)
 	default:
 		return nil, fmt.Errorf("%s: unknown file type %q: expected .csv or .parquet", path, ext)
 	}
-	headerLine := 1
-	if src.parquet {
-		headerLine = 0
+	if err != nil {
+		return nil, err
 	}
+	if ps.total > before && header == nil {
+		return src, nil // the file as a whole is unreadable: its problems are listed
+	}
+	headerLine := src.format.headerLine()
 	for _, h := range header {
 		name := strings.ToLower(strings.TrimSpace(h))
 		canon := identityAliases[name]
@@ -287,10 +297,54 @@ func (im *Importer) open(ctx context.Context, conn *sql.Conn, path string, t *sc
 	return src, nil
 }
 
+// openCSV checks a CSV file's structure in full (scanCSV) and returns its format and header;
+// a nil header when it has problems.
+func openCSV(path string, src *source, ps *problems, progress func(int64)) (format, []string, error) {
+	before := ps.total
+	f, err := scanCSV(path, ps, progress)
+	if err != nil || ps.total > before {
+		return nil, nil, err
+	}
+	src.sha256, src.rows = f.sha256, f.rows
+	return csvFormat{f}, f.header, nil
+}
+
+// openParquet reads a Parquet file's column names and row count; a nil header when DuckDB
+// cannot read it.
+func openParquet(ctx context.Context, conn *sql.Conn, path string, src *source, ps *problems) (format, []string, error) {
+	digest, err := fileSHA256(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	src.sha256 = digest
+	rows, err := conn.QueryContext(ctx, "SELECT column_name FROM (DESCRIBE SELECT * FROM read_parquet("+lit(path)+"))")
+	if err != nil {
+		ps.add(Problem{File: path, Found: "not a readable Parquet file (" + duckdbReason(err) + ")", Expected: "a Parquet file"})
+		return nil, nil, nil
+	}
+	var header []string
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			rows.Close()
+			return nil, nil, err
+		}
+		header = append(header, name)
+	}
+	rows.Close()
+	if err := conn.QueryRowContext(ctx, "SELECT count(*) FROM read_parquet("+lit(path)+")").Scan(&src.rows); err != nil {
+		ps.add(Problem{File: path, Found: "an unreadable Parquet file (" + duckdbReason(err) + ")", Expected: "a Parquet file"})
+		return nil, nil, nil
+	}
+	if src.rows == 0 {
+		ps.add(Problem{File: path, Found: "a file with no rows", Expected: "at least one row"})
+	}
+	return parquetFormat{}, header, nil
+}
+
 // stage loads file i into staging table f<i>: the identity columns become ident, every
 // other column is raw text under its canonical name.
 func (im *Importer) stage(ctx context.Context, conn *sql.Conn, i int, src *source, t *schemas.Table, association string) error {
-	var from string
 	raw := func(canon string) string {
 		h, ok := src.columns[canon]
 		switch {
@@ -299,30 +353,17 @@ func (im *Importer) stage(ctx context.Context, conn *sql.Conn, i int, src *sourc
 		case !ok:
 			return "NULL::VARCHAR"
 		}
-		if src.parquet {
-			return "NULLIF(CAST(" + ident(h) + " AS VARCHAR), '')"
-		}
-		return ident(fmt.Sprintf("c%d", indexOf(src.csv.header, h)))
-	}
-	if src.parquet {
-		from = "read_parquet(" + lit(src.path) + ")"
-	} else {
-		cols := make([]string, len(src.csv.header))
-		for j := range cols {
-			cols[j] = fmt.Sprintf("'c%d': 'VARCHAR'", j)
-		}
-		from = fmt.Sprintf("read_csv(%s, header = true, delim = %s, quote = '\"', escape = '\"', auto_detect = false, columns = {%s})",
-			lit(src.path), lit(string(src.csv.delim)), strings.Join(cols, ", "))
+		return src.format.raw(h)
 	}
 	sel := []string{"samsyn_identity(" + raw(colPersonnummer) + ", " + raw(colAnonymousID) + ") AS ident"}
 	for _, col := range t.Columns[1:] {
 		sel = append(sel, raw(col.Name)+" AS "+ident(col.Name))
 	}
-	q := fmt.Sprintf("CREATE TABLE f%d AS SELECT %s FROM %s", i, strings.Join(sel, ", "), from)
+	q := fmt.Sprintf("CREATE TABLE f%d AS SELECT %s FROM %s", i, strings.Join(sel, ", "), src.format.from(src.path))
 	if _, err := conn.ExecContext(ctx, q); err != nil {
 		// DuckDB's parse errors quote the offending line, which may hold a personnummer:
 		// say where to look, never what DuckDB saw.
-		return fmt.Errorf("%s: could not be read as %s after the first checks passed (DuckDB's message is withheld because it may quote personal data); check quoting, line breaks and column types", src.path, formatName(src))
+		return fmt.Errorf("%s: could not be read as %s after the first checks passed (DuckDB's message is withheld because it may quote personal data); check quoting, line breaks and column types", src.path, src.format.name())
 	}
 	return nil
 }
@@ -571,13 +612,6 @@ func fileSHA256(path string) (string, error) {
 		return "", fmt.Errorf("read %s: %w", path, err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-func formatName(src *source) string {
-	if src.parquet {
-		return "Parquet"
-	}
-	return "CSV"
 }
 
 // duckdbReason shortens a DuckDB error to its first line without the error class. Use it
