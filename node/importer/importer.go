@@ -377,18 +377,23 @@ func indexOf(list []string, v string) int {
 	return -1
 }
 
-// check runs every rule and the duplicate-key check over the staged rows. A cheap filter
-// runs first; the query that lists problems with their lines runs only if there are any.
+// check runs every rule and the duplicate-key check over the staged rows in one pass that
+// only counts: rows with a problem, and rows whose key an earlier row had. The queries that
+// list problems with their lines run only if there are any.
 func (im *Importer) check(ctx context.Context, conn *sql.Conn, sources []*source, t *schemas.Table, association string, ps *problems) error {
 	cs := checks(im.schema, t, association)
-	var bad int64
-	if err := conn.QueryRowContext(ctx, anyProblemQuery(cs)).Scan(&bad); err != nil {
+	var bad, dups int64
+	if err := conn.QueryRowContext(ctx, countProblemsQuery(cs, t)).Scan(&bad, &dups); err != nil {
 		return fmt.Errorf("check rows: %w", err)
 	}
 	if bad > 0 {
+		// The duplicate count is exact only over valid rows: list the problems first.
 		if err := im.listProblems(ctx, conn, sources, cs, ps); err != nil || ps.total > 0 {
 			return err
 		}
+	}
+	if dups == 0 && bad == 0 {
+		return nil
 	}
 	return im.checkDuplicates(ctx, conn, sources, t, ps)
 }
@@ -418,20 +423,14 @@ func (im *Importer) listProblems(ctx context.Context, conn *sql.Conn, sources []
 	return nil
 }
 
-// checkDuplicates reports every row whose key an earlier row of the import already had.
+// checkDuplicates reports every row whose key an earlier row of the import already had; check
+// calls it when countProblemsQuery counted some (or could not count them exactly).
 func (im *Importer) checkDuplicates(ctx context.Context, conn *sql.Conn, sources []*source, t *schemas.Table, ps *problems) error {
 	keys := strings.Join(quoteAll(t.Key), ", ")
 	keyExprs := make([]string, len(t.Key))
 	for i, k := range t.Key {
 		col, _ := t.Column(k)
 		keyExprs[i] = typedExpr(col) + " AS " + ident(k)
-	}
-	var dups int64
-	if err := conn.QueryRowContext(ctx, fmt.Sprintf("SELECT count(*) - count(DISTINCT (%s)) FROM (SELECT %s FROM staged)", keys, strings.Join(keyExprs, ", "))).Scan(&dups); err != nil {
-		return fmt.Errorf("check duplicates: %w", err)
-	}
-	if dups == 0 {
-		return nil
 	}
 	total := 0
 	q := fmt.Sprintf(`WITH k AS (SELECT file, row, %s FROM staged),

@@ -190,11 +190,33 @@ func problemQuery(cs []check) string {
 SELECT file, row, problem, count(*) OVER () AS total FROM p ORDER BY file, row, problem LIMIT ` + fmt.Sprint(MaxProblems)
 }
 
-// anyProblemQuery counts the rows with any problem: a plain filter, fast when there are none.
-func anyProblemQuery(cs []check) string {
+// countProblemsQuery counts, in one pass over the staged rows, the rows with any problem and
+// the rows whose key an earlier row already had. Keys are converted with the TRY_ forms, so
+// an invalid value cannot fail the query; the duplicate count is exact when no row has a
+// problem, which is the only time it is used.
+func countProblemsQuery(cs []check, t *schemas.Table) string {
 	conds := make([]string, len(cs))
 	for i, c := range cs {
 		conds[i] = "coalesce(" + c.cond + ", false)"
 	}
-	return "SELECT count(*) FROM staged WHERE " + strings.Join(conds, "\n OR ")
+	keys := make([]string, len(t.Key))
+	for i, k := range t.Key {
+		col, _ := t.Column(k)
+		keys[i] = tryTypedExpr(col)
+	}
+	return "SELECT count(*) FILTER (WHERE " + strings.Join(conds, "\n OR ") + "),\n count(*) - count(DISTINCT (" + strings.Join(keys, ", ") + ")) FROM staged"
+}
+
+// tryTypedExpr is typedExpr that gives NULL rather than an error for an invalid value.
+func tryTypedExpr(col *schemas.Column) string {
+	c := ident(col.Name)
+	switch col.Type {
+	case schemas.TypeDate:
+		return "CAST(try_strptime(" + sqlText(c) + ", '%Y-%m-%d') AS DATE)"
+	case schemas.TypeMonth:
+		return "CAST(try_strptime(left(" + sqlText(c) + ", 7), '%Y-%m') AS DATE)"
+	case schemas.TypeInt:
+		return "TRY_CAST(" + sqlText(c) + " AS SMALLINT)"
+	}
+	return typedExpr(col)
 }
