@@ -29,6 +29,7 @@ func TestLoadBadFilesNamesFileLineAndField(t *testing.T) {
 		"broken.bad.yaml":              "testdata/broken.bad.yaml:2: mapping values are not allowed in this context",
 		"looser_policy.bad.yaml":       "testdata/looser_policy.bad.yaml:2: policy: disclosure policy is looser than the federation's defaults: threshold 3 < 5",
 		"bad_duration.bad.yaml":        "testdata/bad_duration.bad.yaml:2: cannot unmarshal !!str `forever` into time.Duration",
+		"negative_threads.bad.yaml":    "testdata/negative_threads.bad.yaml:2: query: threads -2: expected 0 (every core) to 256",
 	}
 	files, _ := filepath.Glob("testdata/*.bad.yaml")
 	if len(files) != len(want) {

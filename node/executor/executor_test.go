@@ -314,3 +314,22 @@ func TestTheStoreHoldsNoRecordKeyFunction(t *testing.T) {
 		t.Fatalf("the record-key key is not a 64-character derivation of the secret")
 	}
 }
+
+// Options.Threads (query.threads) sets DuckDB's worker threads for the store; 0 leaves
+// DuckDB's default.
+func TestThreadsOptionSetsDuckDBsWorkerThreads(t *testing.T) {
+	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "store.duckdb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	x, err := New(context.Background(), st, Options{Association: "hbs", Secret: secret, Policy: disclosure.Defaults(), Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	var threads int
+	if err := st.DB().QueryRow("SELECT current_setting('threads')").Scan(&threads); err != nil || threads != 1 {
+		t.Fatalf("threads %d (%v), want 1", threads, err)
+	}
+}
