@@ -20,13 +20,18 @@ import (
 // and DuckDB keeps temporary objects per connection: another connection, such as the analysts'
 // SQL service's, sees no such function, and no function of Samsyn's sits in the store's shared
 // catalog. The key exists in the node's memory and in its connections' temporary catalogs
-// only; it is never written into a statement's text or a log. The store's configuration is
-// locked before the node serves, so no statement can turn on profiling, which prints plans.
+// only: the macro's definition is the one statement that holds it, and no log or error shows
+// it. A catalog view may not name it (no view may use a samsyn_ name). The store's
+// configuration is locked before the node serves, so no statement can turn on profiling,
+// which prints plans.
 const RecordKeyMacro = "samsyn_record_key_key"
 
 // RecordKeyMacroSQL is the statement that defines RecordKeyMacro for key on one connection:
 // temporary unless persistent (a private database, such as validation's).
 func RecordKeyMacroSQL(key string, persistent bool) (string, error) {
+	if len(key) != 64 {
+		return "", errors.New("the record-key key must be 64 hexadecimal characters")
+	}
 	for _, c := range key {
 		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
 			return "", errors.New("the record-key key must be lower-case hexadecimal")

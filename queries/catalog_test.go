@@ -84,6 +84,7 @@ func TestValidationCannotBeTalkedAround(t *testing.T) {
 		{"two_statements", "WHERE e.exit_date", "WHERE true; DROP TABLE participant; SELECT 1 WHERE", "contains ';'"},
 		{"system_catalog", "FROM participant p", "FROM duckdb_settings() s, participant p", `uses "duckdb_settings"`},
 		{"import_log", "FROM participant p", "FROM samsyn_import i, participant p", `uses "samsyn_import"`},
+		{"record_key_key", "p.municipality, e.outcome", "p.municipality, e.outcome, samsyn_record_key_key() AS k", `uses "samsyn_record_key_key"`},
 		{"unknown_column", "p.municipality, e.outcome", "p.municipality, e.shoe_size AS outcome", "does not run against the schema"},
 		{"unknown_table", "JOIN episode e", "JOIN secrets e", "does not run against the schema"},
 		{"no_participant_key", "SELECT p.participant_key,", "SELECT", "must yield participant_key"},

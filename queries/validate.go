@@ -133,6 +133,11 @@ func (e *Entry) checkViewText() error {
 		if forbidden[w] || strings.HasPrefix(w, "duckdb_") || strings.HasPrefix(w, "pragma_") {
 			return e.fail("view", "uses %q: a view may only read the schema's tables", w)
 		}
+		// The node's own objects (the record-key macro on its connections, the import log, the
+		// hand-over view) are out of a view's reach whatever they are called later.
+		if strings.HasPrefix(w, "samsyn_") {
+			return e.fail("view", "uses %q: names beginning samsyn_ are the node's own", w)
+		}
 	}
 	return nil
 }
