@@ -14,7 +14,6 @@ import (
 func TestTheNodesAggregateAgreesWithAPlainOneAndGoRecordKeys(t *testing.T) {
 	x, cat, _ := newExecutor(t, 2500)
 	ctx := context.Background()
-	keyer := disclosure.NewRecordKeyer(secret)
 	checked := 0
 	for _, id := range cat.IDs() {
 		e, _ := cat.Get(id)
@@ -79,7 +78,7 @@ func TestTheNodesAggregateAgreesWithAPlainOneAndGoRecordKeys(t *testing.T) {
 			var sum uint32
 			list := vals[dimCols+1].([]any)
 			for _, pk := range list {
-				sum += keyer.Key(pk.(string))
+				sum += disclosure.RecordKey(secret, pk.(string))
 			}
 			g, ok := got[k]
 			if !ok {

@@ -77,18 +77,6 @@ func recordKey(k, participantKey string) uint32 {
 	return binary.LittleEndian.Uint32(h.Sum(buf[:0]))
 }
 
-// RecordKeyer computes RecordKey with the key derived once, for the millions of participants
-// of a large node. Safe for concurrent use.
-type RecordKeyer struct{ k string }
-
-// NewRecordKeyer returns a RecordKeyer for the node secret.
-func NewRecordKeyer(secret []byte) *RecordKeyer {
-	return &RecordKeyer{k: RecordKeySQLKey(secret)}
-}
-
-// Key is RecordKey(secret, participantKey).
-func (k *RecordKeyer) Key(participantKey string) uint32 { return recordKey(k.k, participantKey) }
-
 // CellKey combines record keys: their sum modulo 2^32.
 func CellKey(recordKeys ...uint32) uint32 {
 	var s uint32
