@@ -106,8 +106,8 @@ func Open(ctx context.Context, path string) (*Store, error) {
 // LockConfiguration freezes the store's DuckDB settings (memory limit, file access, profiling,
 // extensions) for as long as it is open: no statement on any connection can change one after
 // this, the analysts' included. Without it an analyst's SET GLOBAL could lift the memory limit
-// or turn on profiling, which prints every statement's plan with its bound values (the
-// record-key key among them) to the node's output. The node calls it once its own settings
+// or turn on profiling, which prints every statement's plan with its constants (the
+// record-key key among them, from the node's macro) to the node's output. The node calls it once its own settings
 // are in place, before it serves; a second call does nothing.
 func (s *Store) LockConfiguration(ctx context.Context) error {
 	if s.locked.Load() {
