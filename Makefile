@@ -43,7 +43,7 @@ bench-limits: ## Every speed target of DESIGN.md side by side with plain DuckDB 
 	SAMSYN_BENCH_NODE_ROWS=1000000 $(GO) test -run '^$$' -timeout 30m -benchtime 5x -bench 'RunVsDirect/(exits_by_municipality|outcome_by_method|participants_by_association)$$' ./node/executor/
 	SAMSYN_BENCH_NODE_ROWS=237 $(GO) test -run '^$$' -benchtime 100x -bench 'RunVsDirect/(exits_by_municipality|outcome_by_method|participants_by_association)$$' ./node/executor/
 	$(GO) test -run '^$$' -timeout 30m -benchtime 3x -bench 'FederatedVsPlain' ./deploy/e2e/
-	$(GO) test -run '^$$' -benchtime 300x -bench 'QueryEightNodes' ./deploy/e2e/
+	$(GO) test -run '^$$' -benchtime 300x -bench 'Query(EightNodes|OneNodeCold)' ./deploy/e2e/
 	$(GO) test -run '^$$' -benchtime 300x -bench 'StudiesPerSecond' ./deploy/e2e/
 	$(GO) test -run '^$$' -benchtime 1x -timeout 30m -bench 'ImportVsReadCSV' ./node/importer/
 	SAMSYN_BENCH_MEMORY_LIMIT=200MB $(GO) test -run '^$$' -benchtime 1x -timeout 20m -bench 'NodeRSS' ./node/executor/

@@ -199,8 +199,13 @@ func BenchmarkQueryEightNodes(b *testing.B) { benchQueryEightNodes(b, false) }
 // every node runs the query each time.
 func BenchmarkQueryEightNodesCold(b *testing.B) { benchQueryEightNodes(b, true) }
 
-func benchQueryEightNodes(b *testing.B, cold bool) {
-	f := startFederation(b, inprocOptions{perNode: 1900 / 8, noCache: cold})
+// BenchmarkQueryOneNodeCold is the cold query with one node of the same size (237
+// participants) alone on the machine, as each association's node is in production: the
+// latency of one node's part, the coordinator's ticket and merge included.
+func BenchmarkQueryOneNodeCold(b *testing.B) { benchQueryEightNodes(b, true, "hbs") }
+
+func benchQueryEightNodes(b *testing.B, cold bool, only ...string) {
+	f := startFederation(b, inprocOptions{perNode: 1900 / 8, noCache: cold, onlyAssoc: only})
 	cat := f.coord.Catalog()
 	e, _ := cat.Get("exits_by_municipality")
 	params := map[string]string{"from": "2020-04-01", "to": "2022-09-30"}
