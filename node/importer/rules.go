@@ -77,17 +77,26 @@ func expectedFor(col *schemas.Column, cl *schemas.CodeList) string {
 }
 
 // typedExpr converts a valid raw value to the column's type.
-func typedExpr(col *schemas.Column) string {
+func typedExpr(col *schemas.Column) string { return convertExpr(col, false) }
+
+// tryTypedExpr is typedExpr that gives NULL rather than an error for an invalid value.
+func tryTypedExpr(col *schemas.Column) string { return convertExpr(col, true) }
+
+func convertExpr(col *schemas.Column, lenient bool) string {
 	c := ident(col.Name)
+	parse, cast := "strptime(", "CAST("
+	if lenient {
+		parse, cast = "try_strptime(", "TRY_CAST("
+	}
 	switch col.Type {
 	case schemas.TypeKey:
 		return "substr(ident, 3)"
 	case schemas.TypeDate:
-		return "CAST(strptime(" + sqlText(c) + ", '%Y-%m-%d') AS DATE)"
+		return "CAST(" + parse + sqlText(c) + ", '%Y-%m-%d') AS DATE)"
 	case schemas.TypeMonth:
-		return "CAST(strptime(left(" + sqlText(c) + ", 7), '%Y-%m') AS DATE)"
+		return "CAST(" + parse + "left(" + sqlText(c) + ", 7), '%Y-%m') AS DATE)"
 	case schemas.TypeInt:
-		return "CAST(" + sqlText(c) + " AS SMALLINT)"
+		return cast + sqlText(c) + " AS SMALLINT)"
 	case schemas.TypeBool:
 		return "CASE WHEN " + c + " IS NULL THEN NULL ELSE lower(" + sqlText(c) + ") IN (" + litList(boolTrue) + ") END"
 	default:
@@ -205,18 +214,4 @@ func countProblemsQuery(cs []check, t *schemas.Table) string {
 		keys[i] = tryTypedExpr(col)
 	}
 	return "SELECT count(*) FILTER (WHERE " + strings.Join(conds, "\n OR ") + "),\n count(*) - count(DISTINCT (" + strings.Join(keys, ", ") + ")) FROM staged"
-}
-
-// tryTypedExpr is typedExpr that gives NULL rather than an error for an invalid value.
-func tryTypedExpr(col *schemas.Column) string {
-	c := ident(col.Name)
-	switch col.Type {
-	case schemas.TypeDate:
-		return "CAST(try_strptime(" + sqlText(c) + ", '%Y-%m-%d') AS DATE)"
-	case schemas.TypeMonth:
-		return "CAST(try_strptime(left(" + sqlText(c) + ", 7), '%Y-%m') AS DATE)"
-	case schemas.TypeInt:
-		return "TRY_CAST(" + sqlText(c) + " AS SMALLINT)"
-	}
-	return typedExpr(col)
 }
